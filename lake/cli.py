@@ -1,0 +1,343 @@
+"""The `lake` command: one Click function per verb, output through `lake.output.emit`.
+
+Errors a user can cause print one line on stderr (what went wrong, what to do) and exit 1; `lake verify`
+exits 1 when it finds anything.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from datetime import timedelta
+from functools import wraps
+
+import click
+import orjson
+
+from . import maintenance
+from .errors import LakeError
+from .lake import Lake, default_uri
+from .output import emit, err_console, progress_bar
+
+FORMATS = click.Choice(["table", "json"])
+
+
+class Ctx:
+    def __init__(self, uri: str, fmt: str):
+        self.uri = uri
+        self.fmt = fmt
+        self._lake: Lake | None = None
+
+    @property
+    def lake(self) -> Lake:
+        if self._lake is None:
+            self._lake = Lake(self.uri)
+        return self._lake
+
+
+def handle_errors(fn):
+    """Turn expected failures into a one-line message and exit status 1, never a traceback."""
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (LakeError, ValueError, FileNotFoundError, PermissionError, RuntimeError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            err_console.print(f"[red]error:[/red] {msg}", highlight=False)
+            sys.exit(1)
+    return wrapper
+
+
+def _selectors_arg(value: str | None):
+    if value is None:
+        return None
+    text = open(value[1:]).read() if value.startswith("@") else value
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise click.BadParameter(f"selectors are not valid JSON: {e}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--lake", "uri", default=None, metavar="URI",
+              help="Lake location: a directory or s3://bucket/prefix (default $LAKE_URI or ./lake-data).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True, help="Output format.")
+@click.version_option(package_name="lake")
+@click.pass_context
+def cli(ctx: click.Context, uri: str | None, fmt: str) -> None:
+    """Lake: a self-hosted CloudTrail event lake with immutable, verifiable event data stores."""
+    ctx.obj = Ctx(uri or default_uri(), fmt)
+
+
+# ---- stores ------------------------------------------------------------------------------------------
+
+@cli.group()
+def store() -> None:
+    """Create and manage event data stores."""
+
+
+def _summary(md: dict) -> dict:
+    return {"Name": md["Name"], "Id": md["EventDataStoreId"], "Status": md["Status"],
+            "RetentionPeriod": md["RetentionPeriod"], "TerminationProtection": md["TerminationProtectionEnabled"],
+            "Created": md["CreatedTimestamp"]}
+
+
+@store.command("create")
+@click.argument("name")
+@click.option("--retention-days", type=int, help="7-3653 days (default 366; 2557 with FIXED billing).")
+@click.option("--selectors", help="Advanced event selectors as JSON, or @file.json.")
+@click.option("--termination-protection/--no-termination-protection", default=True, show_default=True)
+@click.option("--billing-mode", type=click.Choice(["EXTENDABLE_RETENTION_PRICING", "FIXED_RETENTION_PRICING"]),
+              default="EXTENDABLE_RETENTION_PRICING", show_default=True)
+@click.option("--max-event-size", type=click.Choice(["Standard", "Large"]), default="Standard", show_default=True)
+@click.option("--multi-region/--single-region", default=True, show_default=True)
+@click.option("--organization/--no-organization", default=False, show_default=True)
+@click.option("--start-ingestion/--no-start-ingestion", default=True, show_default=True)
+@click.pass_obj
+@handle_errors
+def store_create(obj: Ctx, name, retention_days, selectors, termination_protection, billing_mode,
+                 max_event_size, multi_region, organization, start_ingestion) -> None:
+    """Create an event data store (all management events unless --selectors says otherwise)."""
+    st = obj.lake.create_store(name, selectors=_selectors_arg(selectors), retention_days=retention_days,
+                               termination_protection=termination_protection, billing_mode=billing_mode,
+                               max_event_size=max_event_size, multi_region=multi_region,
+                               organization=organization, start_ingestion=start_ingestion)
+    emit(st.metadata, obj.fmt)
+
+
+@store.command("list")
+@click.option("--all", "include_all", is_flag=True, help="Include stores deleted more than 7 days ago.")
+@click.pass_obj
+@handle_errors
+def store_list(obj: Ctx, include_all: bool) -> None:
+    """List event data stores."""
+    mds = [s.metadata for s in obj.lake.stores(include_expired=include_all)]
+    emit(mds, obj.fmt, rows=[_summary(m) for m in mds], title="event data stores")
+
+
+@store.command("show")
+@click.argument("ref")
+@click.pass_obj
+@handle_errors
+def store_show(obj: Ctx, ref: str) -> None:
+    """Show one store (by name, id or ARN) with its statistics."""
+    emit(obj.lake.store(ref).describe(), obj.fmt)
+
+
+@store.command("update")
+@click.argument("ref")
+@click.option("--name", help="New name.")
+@click.option("--retention-days", type=int)
+@click.option("--selectors", help="Advanced event selectors as JSON, or @file.json.")
+@click.option("--termination-protection/--no-termination-protection", default=None)
+@click.option("--max-event-size", type=click.Choice(["Standard", "Large"]))
+@click.option("--billing-mode", type=click.Choice(["EXTENDABLE_RETENTION_PRICING", "FIXED_RETENTION_PRICING"]))
+@click.option("--multi-region/--single-region", default=None)
+@click.pass_obj
+@handle_errors
+def store_update(obj: Ctx, ref, name, retention_days, selectors, termination_protection, max_event_size,
+                 billing_mode, multi_region) -> None:
+    """Change a store's settings (at least one option)."""
+    md = obj.lake.store(ref).update(name=name, retention_days=retention_days, selectors=_selectors_arg(selectors),
+                                    termination_protection=termination_protection,
+                                    max_event_size=max_event_size, billing_mode=billing_mode,
+                                    multi_region=multi_region)
+    emit(md, obj.fmt)
+
+
+@store.command("delete")
+@click.argument("ref")
+@click.pass_obj
+@handle_errors
+def store_delete(obj: Ctx, ref: str) -> None:
+    """Delete a store: PENDING_DELETION, restorable for 7 days. Refused under termination protection."""
+    emit(_summary(obj.lake.store(ref).delete()), obj.fmt)
+
+
+@store.command("restore")
+@click.argument("ref")
+@click.pass_obj
+@handle_errors
+def store_restore(obj: Ctx, ref: str) -> None:
+    """Restore a store deleted less than 7 days ago."""
+    emit(_summary(obj.lake.store(ref).restore()), obj.fmt)
+
+
+@store.command("start-ingestion")
+@click.argument("ref")
+@click.pass_obj
+@handle_errors
+def store_start(obj: Ctx, ref: str) -> None:
+    """Accept live events again."""
+    emit(_summary(obj.lake.store(ref).start_ingestion()), obj.fmt)
+
+
+@store.command("stop-ingestion")
+@click.argument("ref")
+@click.pass_obj
+@handle_errors
+def store_stop(obj: Ctx, ref: str) -> None:
+    """Stop accepting live events (the data stays queryable)."""
+    emit(_summary(obj.lake.store(ref).stop_ingestion()), obj.fmt)
+
+
+# ---- data ---------------------------------------------------------------------------------------------
+
+@cli.command("append")
+@click.argument("ref")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.pass_obj
+@handle_errors
+def append_cmd(obj: Ctx, ref: str, files) -> None:
+    """Add events from JSON files (a record, {"Records": [...]}, a JSON array or NDJSON; gzip ok) as live
+    events: the store's selectors and size limits apply."""
+    from .trailfiles import decode
+
+    st = obj.lake.store(ref)
+    total = {"files": 0, "appended": 0, "duplicates": 0, "not_selected": 0, "expired": 0, "rejected": []}
+    for path in files:
+        with open(path, "rb") as f:
+            recs = decode(f.read(), path)
+        r = st.append(recs, location=path)
+        total["files"] += 1
+        for k in ("appended", "duplicates", "not_selected", "expired"):
+            total[k] += getattr(r, k)
+        total["rejected"] += [x.as_dict() for x in r.rejected]
+    emit(total, obj.fmt)
+    if total["rejected"]:
+        sys.exit(1)
+
+
+# ---- integrity and maintenance ------------------------------------------------------------------------
+
+@cli.command("verify")
+@click.option("--store", "ref", help="Only this store (default: all stores and the catalog).")
+@click.pass_obj
+@handle_errors
+def verify_cmd(obj: Ctx, ref: str | None) -> None:
+    """Recompute every live segment's SHA-256, walk the commit chain, and report tampered, missing and
+    unexpected files. Exit status 1 on any finding."""
+    from .verify import verify
+
+    with progress_bar("verifying segments") as update:
+        result = verify(obj.lake, ref, progress=update)
+    rows = [{"store": s["store"], "ok": s["ok"], "version": s["version"], "segments": s["segments"],
+             "events": s["events"], "distinct_events": s["distinct_events"], "findings": len(s["findings"])}
+            for s in result["stores"]]
+    emit(result, obj.fmt, rows=rows, title="verification")
+    if obj.fmt != "json":
+        for s in result["stores"]:
+            for f in s["findings"]:
+                err_console.print(f"[red]{f['kind']}[/red] {f['path']}: {f['message']}", highlight=False)
+        for f in result["catalog"]:
+            err_console.print(f"[red]{f['kind']}[/red] {f['path']}: {f['message']}", highlight=False)
+        err_console.print("[green]OK[/green]: nothing altered" if result["ok"] else
+                          "[red]FAILED[/red]: see findings above", highlight=False)
+    if not result["ok"]:
+        sys.exit(1)
+
+
+def _stores(obj: Ctx, ref: str | None):
+    return [obj.lake.store(ref)] if ref else obj.lake.stores()
+
+
+@cli.command("compact")
+@click.option("--store", "ref", help="Only this store (default: all).")
+@click.option("--target-mb", type=int, default=128, show_default=True, help="Target segment size.")
+@click.option("--dry-run", is_flag=True, help="Only report what would be merged.")
+@click.pass_obj
+@handle_errors
+def compact_cmd(obj: Ctx, ref: str | None, target_mb: int, dry_run: bool) -> None:
+    """Merge small segments per partition, proving every event checksum is kept."""
+    reports = []
+    for st in _stores(obj, ref):
+        with progress_bar(f"compacting {st.name}") as update:
+            reports.append(maintenance.compact(st, target_bytes=target_mb << 20, dry_run=dry_run,
+                                               progress=update))
+    emit(reports, obj.fmt, title="compaction")
+
+
+@cli.command("retention")
+@click.option("--store", "ref", help="Only this store (default: all).")
+@click.option("--apply", "do_apply", is_flag=True, help="Remove the events (default: dry run).")
+@click.pass_obj
+@handle_errors
+def retention_cmd(obj: Ctx, ref: str | None, do_apply: bool) -> None:
+    """Remove events older than each store's retention period (dry run unless --apply)."""
+    reports = [maintenance.retention(st, dry_run=not do_apply) for st in _stores(obj, ref)]
+    emit(reports, obj.fmt, title="retention" + ("" if do_apply else " (dry run: add --apply)"))
+
+
+@cli.command("vacuum")
+@click.option("--store", "ref", help="Only this store (default: all).")
+@click.option("--grace-hours", type=float, default=168.0, show_default=True,
+              help="Keep unreferenced files younger than this (protects readers and writers in flight).")
+@click.option("--apply", "do_apply", is_flag=True, help="Delete the files (default: dry run).")
+@click.pass_obj
+@handle_errors
+def vacuum_cmd(obj: Ctx, ref: str | None, grace_hours: float, do_apply: bool) -> None:
+    """Delete files no snapshot references any more (dry run unless --apply)."""
+    st = obj.lake.store(ref, include_expired=True) if ref else None
+    report = maintenance.vacuum(obj.lake, store=st, grace=timedelta(hours=grace_hours), dry_run=not do_apply)
+    emit(report, obj.fmt, rows=report["details"] or [{"files": 0, "bytes": 0}],
+         title="vacuum" + ("" if do_apply else " (dry run: add --apply)"))
+
+
+# ---- the main job -------------------------------------------------------------------------------------
+
+@cli.command("demo")
+@click.option("--events", type=int, default=20_000, show_default=True, help="Sample events to generate.")
+@click.option("--days", type=int, default=7, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.pass_obj
+@handle_errors
+def demo_cmd(obj: Ctx, events: int, days: int, seed: int) -> None:
+    """Generate sample trail logs, import them into the store `demo`, verify it and run example queries."""
+    import polars as pl
+
+    from .generate import generate
+    from .trailfiles import decode
+
+    lk = obj.lake
+    try:
+        st = lk.store("demo")
+    except LakeError:
+        st = lk.create_store("demo", retention_days=3653)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = generate(tmp, events=events, days=days, seed=seed)
+        err_console.print(f"generated {events:,} events in {len(files)} trail log files", highlight=False)
+        batch: list = []
+        appended = dups = 0
+        with progress_bar("importing", total=len(files)) as update:
+            for n, path in enumerate(files, 1):
+                with open(path, "rb") as f:
+                    batch += decode(f.read(), path)
+                if len(batch) >= 50_000 or n == len(files):
+                    r = st.append(batch, source="import")
+                    appended, dups, batch = appended + r.appended, dups + r.duplicates, []
+                update(n)
+    err_console.print(f"store {st.name!r} at {lk.uri}: +{appended:,} events, {dups:,} duplicates skipped",
+                      highlight=False)
+    lf = st.scan()
+    top = (lf.group_by("eventsource", "eventname").agg(pl.len().alias("events"))
+           .sort("events", descending=True).limit(10).collect())
+    emit(top.to_dicts(), obj.fmt, title="top 10 actions")
+    errs = (lf.filter(pl.col("errorcode").is_not_null())
+            .group_by("useridentity_arn", "errorcode").agg(pl.len().alias("events"))
+            .sort("events", descending=True).limit(5).collect())
+    emit(errs.to_dicts(), obj.fmt, title="who gets errors")
+    from .verify import verify
+
+    result = verify(lk, "demo")
+    s = result["stores"][0]
+    err_console.print(f"verify: {'OK' if result['ok'] else 'FAILED'} - {s['segments']} segments, "
+                      f"{s['events']:,} events, {s['bytes_hashed']:,} bytes hashed", highlight=False)
+
+
+def main() -> None:
+    cli(prog_name="lake")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,147 @@
+"""A lake: a root URI holding event data stores, and the catalog that names them."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from typing import Any
+
+from .errors import AlreadyExists, InvalidParameter, NotFound
+from .log import Log, now_iso
+from .selectors import DEFAULT_SELECTORS, SelectorError, validate_selectors
+from .storage import Storage
+from .store import DEFAULT_RETENTION, ENABLED, STOPPED, Store, validate_retention
+from . import limits
+
+DEFAULT_URI = "./lake-data"
+NAME_RE = re.compile(r"^[a-zA-Z0-9._\-]{3,128}$")
+ARN_RE = re.compile(r"^arn:aws[a-z-]*:cloudtrail:[^:]*:[^:]*:eventdatastore/(.+)$")
+
+
+def default_uri() -> str:
+    return os.environ.get("LAKE_URI") or DEFAULT_URI
+
+
+class Lake:
+    """Event data stores under one root. `connect()` is the usual way to get one."""
+
+    def __init__(self, uri: str | None = None, *, storage_options: dict[str, Any] | None = None,
+                 region: str | None = None, account_id: str | None = None):
+        self.uri = uri or default_uri()
+        self.storage = Storage(self.uri, storage_options)
+        self.region = region or os.environ.get("LAKE_REGION", "us-east-1")
+        self.account_id = account_id or os.environ.get("LAKE_ACCOUNT_ID", "123456789012")
+        self._stores: dict[str, Store] = {}
+
+    def __repr__(self) -> str:
+        return f"<Lake {self.uri}>"
+
+    # -- catalog --------------------------------------------------------------------------------------
+    def _name_path(self, name: str) -> str:
+        return f"_catalog/names/{name}"
+
+    def _claim_name(self, name: str, store_id: str) -> None:
+        if not NAME_RE.match(name or ""):
+            raise InvalidParameter(f"store name {name!r} is invalid: use 3-128 characters from a-z A-Z 0-9 . _ -")
+        if not self.storage.create(self._name_path(name), store_id.encode()):
+            owner = self.storage.read(self._name_path(name)).decode()
+            if owner != store_id:
+                raise AlreadyExists(f"an event data store named {name!r} already exists; pick another name")
+
+    def _release_name(self, name: str, store_id: str) -> None:
+        try:
+            if self.storage.read(self._name_path(name)).decode() == store_id:
+                self.storage.delete(self._name_path(name))
+        except FileNotFoundError:
+            pass
+
+    def _open(self, store_id: str) -> Store:
+        st = self._stores.get(store_id)
+        if st is None:
+            st = Store(self, store_id)
+            if not st.log.exists():
+                raise NotFound(f"no event data store with id {store_id} in {self.uri}")
+            self._stores[store_id] = st
+        return st
+
+    def store(self, ref: str, *, include_expired: bool = False) -> Store:
+        """A store by name, id or ARN."""
+        m = ARN_RE.match(ref or "")
+        store_id = m.group(1) if m else None
+        if store_id is None and NAME_RE.match(ref or ""):
+            try:
+                store_id = self.storage.read(self._name_path(ref)).decode()
+            except FileNotFoundError:
+                store_id = ref  # maybe an id
+        if store_id is None:
+            raise NotFound(f"no event data store {ref!r} in {self.uri}; `lake store list` shows what exists")
+        try:
+            st = self._open(store_id)
+        except NotFound:
+            raise NotFound(f"no event data store {ref!r} in {self.uri}; `lake store list` shows what exists") \
+                from None
+        if not include_expired and st.expired_deletion():
+            raise NotFound(f"event data store {ref!r} was deleted more than 7 days ago")
+        return st
+
+    def stores(self, *, include_expired: bool = False) -> list[Store]:
+        """Every store, oldest first. Stores deleted more than 7 days ago are hidden."""
+        out = []
+        for store_id in self.storage.list_dirs("stores"):
+            try:
+                st = self._open(store_id)
+                if include_expired or not st.expired_deletion():
+                    out.append(st)
+            except NotFound:
+                continue  # a creation that died before its first commit
+        return sorted(out, key=lambda s: (s.metadata.get("CreatedTimestamp", ""), s.id))
+
+    def create_store(self, name: str, *, selectors: list | None = None, retention_days: int | None = None,
+                     termination_protection: bool = True,
+                     billing_mode: str = "EXTENDABLE_RETENTION_PRICING", multi_region: bool = True,
+                     organization: bool = False, max_event_size: str = limits.STANDARD,
+                     kms_key_id: str | None = None, tags: list[dict] | None = None,
+                     start_ingestion: bool = True) -> Store:
+        """CreateEventDataStore. Defaults follow CloudTrail: all management events, termination
+        protection on, 366 days of retention (2,557 with FIXED_RETENTION_PRICING)."""
+        if billing_mode not in DEFAULT_RETENTION:
+            raise InvalidParameter(f"BillingMode must be one of {', '.join(DEFAULT_RETENTION)}")
+        retention = validate_retention(retention_days if retention_days is not None
+                                       else DEFAULT_RETENTION[billing_mode], billing_mode)
+        try:
+            sel = validate_selectors(selectors if selectors is not None else DEFAULT_SELECTORS)
+        except SelectorError as e:
+            raise InvalidParameter(str(e)) from None
+        if max_event_size not in limits.MAX_EVENT_BYTES:
+            raise InvalidParameter(f"MaxEventSize must be Standard or Large, got {max_event_size!r}")
+        store_id = str(uuid.uuid4())
+        self._claim_name(name, store_id)
+        ts = now_iso()
+        md = {
+            "EventDataStoreArn": f"arn:aws:cloudtrail:{self.region}:{self.account_id}:eventdatastore/{store_id}",
+            "EventDataStoreId": store_id,
+            "Name": name,
+            "Status": ENABLED if start_ingestion else STOPPED,
+            "AdvancedEventSelectors": sel,
+            "MultiRegionEnabled": bool(multi_region),
+            "OrganizationEnabled": bool(organization),
+            "RetentionPeriod": retention,
+            "TerminationProtectionEnabled": bool(termination_protection),
+            "BillingMode": billing_mode,
+            "MaxEventSize": max_event_size,
+            "TagsList": list(tags or []),
+            "CreatedTimestamp": ts,
+            "UpdatedTimestamp": ts,
+        }
+        if kms_key_id:
+            md["KmsKeyId"] = kms_key_id
+        log = Log(self.storage, f"stores/{store_id}")
+        if log.try_commit(None, "CREATE", metadata=md) is None:  # pragma: no cover - uuid collision
+            raise AlreadyExists(f"store id {store_id} already exists")
+        return self._open(store_id)
+
+
+def connect(uri: str | None = None, **kwargs: Any) -> Lake:
+    """Open (or start) a lake at a local directory or fsspec URI; default `./lake-data` or `$LAKE_URI`."""
+    return Lake(uri, **kwargs)

@@ -1,0 +1,425 @@
+"""An event data store: CloudTrail Lake semantics over one transaction log.
+
+Metadata uses the CloudTrail API's field names (`Name`, `RetentionPeriod`, `TerminationProtectionEnabled`,
+...) so the `lake serve` API and the CLI's JSON output need no translation table.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Iterable
+
+import orjson
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import events, limits, segments
+from .errors import InactiveStore, InvalidParameter, ReadOnlyError, TerminationProtected
+from .log import Log, Snapshot, now_iso, parse_iso
+from .schema import EVENT_SCHEMA
+
+if TYPE_CHECKING:
+    from .lake import Lake
+
+RESTORE_WINDOW = timedelta(days=7)
+MIN_RETENTION, MAX_RETENTION = 7, 3653
+DEFAULT_RETENTION = {"EXTENDABLE_RETENTION_PRICING": 366, "FIXED_RETENTION_PRICING": 2557}
+MAX_FIXED_RETENTION = 2557
+ENABLED, STOPPED, PENDING_DELETION = "ENABLED", "STOPPED_INGESTION", "PENDING_DELETION"
+
+
+@dataclass
+class AppendResult:
+    """What one append did. `rejected` lists records that could not be stored, with reasons."""
+
+    version: int | None = None
+    appended: int = 0
+    duplicates: int = 0
+    not_selected: int = 0
+    expired: int = 0
+    truncated: int = 0
+    rejected: list[events.Reject] = field(default_factory=list)
+    segments: int = 0
+
+    def as_dict(self) -> dict:
+        return {"version": self.version, "appended": self.appended, "duplicates": self.duplicates,
+                "not_selected": self.not_selected, "expired": self.expired, "truncated": self.truncated,
+                "rejected": [r.as_dict() for r in self.rejected], "segments": self.segments}
+
+
+class _KeyCache:
+    """eventid/recipientaccountid key sets of immutable segments, shared by all stores of a process."""
+
+    def __init__(self, capacity: int = 4096):
+        self._data: OrderedDict[str, frozenset] = OrderedDict()
+        self._lock = threading.Lock()
+        self.capacity = capacity
+
+    def get(self, key: str, load) -> frozenset:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        value = load()
+        with self._lock:
+            self._data[key] = value
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+        return value
+
+
+KEY_CACHE = _KeyCache()
+
+
+def validate_retention(days: Any, billing_mode: str) -> int:
+    try:
+        days = int(days)
+    except (TypeError, ValueError):
+        raise InvalidParameter(f"RetentionPeriod must be a whole number of days, got {days!r}") from None
+    top = MAX_FIXED_RETENTION if billing_mode == "FIXED_RETENTION_PRICING" else MAX_RETENTION
+    if not MIN_RETENTION <= days <= top:
+        raise InvalidParameter(f"RetentionPeriod must be between {MIN_RETENTION} and {top} days "
+                               f"for {billing_mode}, got {days}")
+    return days
+
+
+class Store:
+    """One event data store. Obtain it from `Lake.create_store` / `Lake.store`."""
+
+    def __init__(self, lake: "Lake", store_id: str):
+        self.lake = lake
+        self.id = store_id
+        self.prefix = f"stores/{store_id}"
+        self.log = Log(lake.storage, self.prefix)
+
+    def __repr__(self) -> str:
+        return f"<Store {self.name!r} {self.id}>"
+
+    # -- metadata -------------------------------------------------------------------------------------
+    def snapshot(self, refresh: bool = True) -> Snapshot:
+        return self.log.load(refresh=refresh)
+
+    @property
+    def metadata(self) -> dict:
+        return self.snapshot().metadata
+
+    @property
+    def name(self) -> str:
+        return self.snapshot(refresh=False).metadata["Name"]
+
+    @property
+    def arn(self) -> str:
+        return self.snapshot(refresh=False).metadata["EventDataStoreArn"]
+
+    @property
+    def status(self) -> str:
+        return self.metadata["Status"]
+
+    def describe(self) -> dict:
+        """GetEventDataStore-shaped description plus lake statistics."""
+        snap = self.snapshot()
+        out = dict(snap.metadata)
+        out["Statistics"] = {"Version": snap.version, "Events": snap.rows, "Segments": snap.segments.num_rows,
+                             "Bytes": snap.bytes}
+        return out
+
+    def expired_deletion(self, now: datetime | None = None) -> bool:
+        md = self.metadata
+        if md.get("Status") != PENDING_DELETION or not md.get("DeletionTime"):
+            return False
+        now = now or datetime.now(timezone.utc)
+        return parse_iso(md["DeletionTime"]) + RESTORE_WINDOW <= now
+
+    def _update_metadata(self, operation: str, change) -> dict:
+        """Commit a metadata change; `change(md) -> new md` runs on the latest snapshot (re-run on conflict)."""
+        def build(snap: Snapshot):
+            md = change(dict(snap.metadata))
+            if md is None:
+                return None
+            md["UpdatedTimestamp"] = now_iso()
+            return {"metadata": md}
+        snap, _ = self.log.commit(operation, build)
+        return snap.metadata
+
+    def update(self, *, name: str | None = None, selectors: list | None = None, retention_days: int | None = None,
+               termination_protection: bool | None = None, multi_region: bool | None = None,
+               organization: bool | None = None, billing_mode: str | None = None,
+               max_event_size: str | None = None, kms_key_id: str | None = None) -> dict:
+        """UpdateEventDataStore: at least one setting must be given."""
+        given = {k: v for k, v in locals().items() if k != "self" and v is not None}
+        if not given:
+            raise InvalidParameter("update needs at least one setting to change")
+        from .selectors import SelectorError, validate_selectors
+
+        try:
+            sel = validate_selectors(selectors) if selectors is not None else None
+        except SelectorError as e:
+            raise InvalidParameter(str(e)) from None
+        if max_event_size is not None and max_event_size not in limits.MAX_EVENT_BYTES:
+            raise InvalidParameter(f"MaxEventSize must be Standard or Large, got {max_event_size!r}")
+        old_name = self.name
+        if name is not None and name != old_name:
+            self.lake._claim_name(name, self.id)
+
+        def change(md: dict) -> dict:
+            if md["Status"] == PENDING_DELETION:
+                raise InactiveStore(f"event data store {md['Name']} is pending deletion; restore it first")
+            bm = billing_mode or md["BillingMode"]
+            if billing_mode and md["BillingMode"] == "EXTENDABLE_RETENTION_PRICING" and \
+                    billing_mode == "FIXED_RETENTION_PRICING":
+                raise InvalidParameter("cannot change billing mode from EXTENDABLE to FIXED; create a new store")
+            if kms_key_id is not None and md.get("KmsKeyId") and kms_key_id != md["KmsKeyId"]:
+                raise InvalidParameter("KmsKeyId cannot be changed or removed once set")
+            if name is not None:
+                md["Name"] = name
+            if sel is not None:
+                md["AdvancedEventSelectors"] = sel
+            if retention_days is not None:
+                md["RetentionPeriod"] = validate_retention(retention_days, bm)
+            if termination_protection is not None:
+                md["TerminationProtectionEnabled"] = bool(termination_protection)
+            if multi_region is not None:
+                md["MultiRegionEnabled"] = bool(multi_region)
+            if organization is not None:
+                md["OrganizationEnabled"] = bool(organization)
+            if max_event_size is not None:
+                md["MaxEventSize"] = max_event_size
+            if kms_key_id is not None:
+                md["KmsKeyId"] = kms_key_id
+            md["BillingMode"] = bm
+            return md
+
+        try:
+            md = self._update_metadata("UPDATE", change)
+        except Exception:
+            if name is not None and name != old_name:
+                self.lake._release_name(name, self.id)
+            raise
+        if name is not None and name != old_name:
+            self.lake._release_name(old_name, self.id)
+        return md
+
+    def delete(self) -> dict:
+        """DeleteEventDataStore: refused under termination protection; restorable for 7 days."""
+        def change(md: dict):
+            if md.get("TerminationProtectionEnabled", True):
+                raise TerminationProtected(
+                    f"event data store {md['Name']} has termination protection; run `lake store update "
+                    f"{md['Name']} --no-termination-protection` first")
+            if md["Status"] == PENDING_DELETION:
+                return None
+            md["Status"] = PENDING_DELETION
+            md["DeletionTime"] = now_iso()
+            return md
+        return self._update_metadata("DELETE", change)
+
+    def restore(self) -> dict:
+        """RestoreEventDataStore: only within 7 days of deletion."""
+        if self.expired_deletion():
+            raise InactiveStore(f"event data store {self.name} was deleted more than 7 days ago")
+
+        def change(md: dict):
+            if md["Status"] != PENDING_DELETION:
+                raise InvalidParameter(f"event data store {md['Name']} is {md['Status']}, not PENDING_DELETION")
+            md["Status"] = md.pop("StatusBeforeDeletion", ENABLED)
+            md.pop("DeletionTime", None)
+            return md
+        return self._update_metadata("RESTORE", change)
+
+    def _set_ingestion(self, status: str) -> dict:
+        def change(md: dict):
+            if md["Status"] == PENDING_DELETION:
+                raise InactiveStore(f"event data store {md['Name']} is pending deletion")
+            cats = {v for s in md.get("AdvancedEventSelectors", []) for f in s["FieldSelectors"]
+                    if f["Field"] == "eventCategory" for v in f.get("Equals", [])}
+            if cats - {"Management", "Data", "NetworkActivity", "ConfigurationItem"}:
+                raise InvalidParameter("ingestion can only be started or stopped on stores of CloudTrail "
+                                       "events or Config items")
+            if md["Status"] == status:
+                return None
+            md["Status"] = status
+            return md
+        return self._update_metadata("START_INGESTION" if status == ENABLED else "STOP_INGESTION", change)
+
+    def start_ingestion(self) -> dict:
+        return self._set_ingestion(ENABLED)
+
+    def stop_ingestion(self) -> dict:
+        return self._set_ingestion(STOPPED)
+
+    # -- read-only enforcement ------------------------------------------------------------------------
+    def update_events(self, *args, **kwargs):
+        raise ReadOnlyError("events are immutable: an event data store never updates an individual event")
+
+    def delete_events(self, *args, **kwargs):
+        raise ReadOnlyError("events are immutable: an event data store never deletes an individual event; "
+                            "events leave only through the retention period (`lake retention`)")
+
+    # -- ingestion ------------------------------------------------------------------------------------
+    def append(self, records: Iterable[Any], *, source: str = "live", now: datetime | None = None,
+               location: str = "") -> AppendResult:
+        """Store new events. Invalid records are returned in `rejected`; they never stop the batch.
+
+        `source="live"` (PutAuditEvents-style ingestion) applies the store's selectors and AWS's per-field
+        size caps. `source="import"` is for trail logs CloudTrail already delivered: like StartImport it
+        copies events regardless of selectors and keeps them as delivered. Either way, events older than
+        the retention period are not stored and duplicates of stored events are skipped.
+        """
+        if source not in ("live", "import"):
+            raise InvalidParameter(f"source must be 'live' or 'import', got {source!r}")
+        live = source == "live"
+        operation = "APPEND" if live else "IMPORT"
+        md = self.metadata
+        if md["Status"] == PENDING_DELETION:
+            raise InactiveStore(f"event data store {md['Name']} is pending deletion; restore it to add events")
+        if md["Status"] == STOPPED and live:
+            raise InactiveStore(f"ingestion is stopped on {md['Name']}; run `lake store start-ingestion` first")
+        conv = events.convert(records, size_mode=md.get("MaxEventSize", limits.STANDARD), location=location,
+                              field_caps=live)
+        result = AppendResult(rejected=conv.rejects, truncated=conv.truncated)
+        table = conv.table
+        if live and table.num_rows:
+            from .selectors import selector_expr
+
+            df = pl.from_arrow(table.select(_SELECTOR_COLUMNS))
+            mask = df.select(selector_expr(md["AdvancedEventSelectors"]).alias("m")).to_series().to_arrow()
+            kept = table.filter(mask)
+            result.not_selected = table.num_rows - kept.num_rows
+            table = kept
+        if table.num_rows:
+            cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=md["RetentionPeriod"])
+            kept = table.filter(pc.greater_equal(table.column("eventtime"), pa.scalar(cutoff, EVENT_SCHEMA.field(
+                "eventtime").type)))
+            result.expired = table.num_rows - kept.num_rows
+            table = kept
+        table, dups = _dedupe_batch(table)
+        result.duplicates = dups
+        if table.num_rows == 0:
+            return result
+        return self._commit_rows(table, result, operation)
+
+    def _commit_rows(self, table: pa.Table, result: AppendResult, operation: str) -> AppendResult:
+        txn = uuid.uuid4().hex
+        parts = {(a, d): t for a, d, t in segments.split_partitions(table)}
+        written: dict[tuple[str, str], dict] = {}
+        checked: dict[tuple[str, str], int] = {}  # partition -> last snapshot version checked against
+        counter = [0]
+        storage = self.lake.storage
+        intent_path = f"{self.prefix}/_txn/{txn}.json"
+        storage.create(intent_path, orjson.dumps({"txn": txn, "created": now_iso(), "operation": operation}))
+
+        def build(snap: Snapshot):
+            if snap.metadata.get("Status") == PENDING_DELETION:
+                raise InactiveStore(f"event data store {snap.metadata['Name']} was deleted during the append")
+            seg = snap.segments
+            for key in list(parts):
+                since = checked.get(key, -1)
+                mask = pc.and_(pc.and_(pc.equal(seg.column("account"), key[0]), pc.equal(seg.column("date"), key[1])),
+                               pc.greater(seg.column("version"), since))
+                paths = seg.filter(mask).column("path").to_pylist()
+                checked[key] = snap.version
+                if not paths:
+                    continue
+                existing: set = set()
+                for p in paths:
+                    existing |= self._keys(p)
+                rows = parts[key]
+                ids = rows.column("eventid").to_pylist()
+                accts = rows.column("recipientaccountid").to_pylist()
+                keep = [eid is None or (eid, ac) not in existing for eid, ac in zip(ids, accts)]
+                if all(keep):
+                    continue
+                result.duplicates += keep.count(False)
+                rows = rows.filter(pa.array(keep))
+                old = written.pop(key, None)
+                if old is not None:
+                    storage.delete(f"{self.prefix}/{old['path']}")  # never committed
+                if rows.num_rows:
+                    parts[key] = rows
+                else:
+                    del parts[key]
+            for key, rows in parts.items():
+                if key not in written:
+                    name = f"part-{txn}-{counter[0]:05d}.parquet"
+                    counter[0] += 1
+                    written[key] = segments.write_segment(storage, self.prefix, rows, key[0], key[1], name)
+            if not written:
+                return None
+            return {"add": list(written.values()), "txn": txn,
+                    "info": {"rows": sum(e["rows"] for e in written.values()), "duplicates": result.duplicates}}
+
+        snap, parts_committed = self.log.commit(operation, build)
+        if parts_committed is not None:
+            result.version = snap.version
+            result.appended = parts_committed["info"]["rows"]
+            result.segments = len(parts_committed["add"])
+        return result
+
+    def _keys(self, path: str) -> frozenset:
+        def load():
+            t = segments.read_segment(self.lake.storage, self.prefix, path, ["eventid", "recipientaccountid"])
+            return frozenset(zip(t.column("eventid").to_pylist(), t.column("recipientaccountid").to_pylist()))
+        return KEY_CACHE.get(f"{self.lake.storage.uri}/{self.prefix}/{path}", load)
+
+    # -- reading --------------------------------------------------------------------------------------
+    def files(self, snapshot: Snapshot | None = None, start: datetime | None = None,
+              end: datetime | None = None) -> list[str]:
+        """URIs of the live segments, optionally only those that can hold events in [start, end]."""
+        snap = snapshot or self.snapshot()
+        seg = snap.segments
+        if start is not None:
+            seg = seg.filter(pc.greater_equal(seg.column("eventtime_max"), pa.scalar(start, seg.schema.field(
+                "eventtime_max").type)))
+        if end is not None:
+            seg = seg.filter(pc.less_equal(seg.column("eventtime_min"), pa.scalar(end, seg.schema.field(
+                "eventtime_min").type)))
+        return [self.lake.storage.scan_target(f"{self.prefix}/{p}") for p in seg.column("path").to_pylist()]
+
+    def scan(self, snapshot: Snapshot | None = None, start: datetime | None = None,
+             end: datetime | None = None) -> pl.LazyFrame:
+        """A polars LazyFrame over one consistent snapshot of the store's events."""
+        md = (snapshot or self.snapshot()).metadata
+        if md.get("Status") == PENDING_DELETION:
+            raise InactiveStore(f"event data store {md['Name']} is pending deletion; restore it to query it")
+        files = self.files(snapshot, start, end)
+        if not files:
+            return pl.from_arrow(EVENT_SCHEMA.empty_table()).lazy()
+        opts = self.lake.storage.polars_storage_options()
+        return pl.scan_parquet(files, storage_options=opts, hive_partitioning=False)
+
+    def to_arrow(self, snapshot: Snapshot | None = None) -> pa.Table:
+        """Every event of a snapshot as one Arrow table (small stores and tests)."""
+        snap = snapshot or self.snapshot()
+        tables = [segments.read_segment(self.lake.storage, self.prefix, p) for p in snap.paths()]
+        if not tables:
+            return EVENT_SCHEMA.empty_table()
+        return pa.concat_tables(tables)
+
+
+_SELECTOR_COLUMNS = ["eventcategory", "eventsource", "eventname", "readonly", "eventtype",
+                     "sessioncredentialfromconsole", "useridentity_arn", "errorcode", "vpcendpointid", "resources"]
+
+
+def _dedupe_batch(table: pa.Table) -> tuple[pa.Table, int]:
+    """Keep the first occurrence of each (eventid, recipientaccountid) within a batch."""
+    if table.num_rows < 2:
+        return table, 0
+    ids = table.column("eventid").to_pylist()
+    accts = table.column("recipientaccountid").to_pylist()
+    seen: set = set()
+    keep = []
+    for k in zip(ids, accts):
+        if k[0] is None:
+            keep.append(True)
+        elif k in seen:
+            keep.append(False)
+        else:
+            seen.add(k)
+            keep.append(True)
+    dups = keep.count(False)
+    return (table.filter(pa.array(keep)) if dups else table), dups

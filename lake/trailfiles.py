@@ -1,0 +1,64 @@
+"""Reading CloudTrail log files: gzip or plain, `{"Records": [...]}`, a JSON array, or NDJSON.
+
+A file that cannot be decoded raises `TrailFileError` with the file name and the reason; callers record it
+as a failure and go on with the next file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from typing import Any
+
+import orjson
+
+
+class TrailFileError(ValueError):
+    code = "InvalidLogFile"
+
+
+def decode(data: bytes, name: str = "") -> list[Any]:
+    """The records of one log file's bytes."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise TrailFileError(f"{name}: gzip data is damaged ({e})") from None
+    text = data.strip()
+    if not text:
+        return []
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _ndjson(text, name)
+    if isinstance(doc, dict):
+        if "Records" in doc:
+            recs = doc["Records"]
+            if not isinstance(recs, list):
+                raise TrailFileError(f"{name}: 'Records' is not a list")
+            return recs
+        return [doc]
+    if isinstance(doc, list):
+        return doc
+    raise TrailFileError(f"{name}: JSON {type(doc).__name__} is neither a record nor a list of records")
+
+
+def _ndjson(text: bytes, name: str) -> list[Any]:
+    out: list[Any] = []
+    lines = text.split(b"\n")
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(orjson.loads(line))
+        except orjson.JSONDecodeError as e:
+            if n == 1 and len(lines) == 1:
+                raise TrailFileError(f"{name}: not JSON ({e})") from None
+            out.append(line)  # left for the converter to reject with its line content
+    return out
+
+
+def encode_log_file(records: list[dict]) -> bytes:
+    """A gzip trail log file, as CloudTrail delivers it."""
+    return gzip.compress(orjson.dumps({"Records": records}), compresslevel=6)
