@@ -406,14 +406,16 @@ _SELECTOR_COLUMNS = ["eventcategory", "eventsource", "eventname", "readonly", "e
 
 
 def _dedupe_batch(table: pa.Table) -> tuple[pa.Table, int]:
-    """Keep the first occurrence of each (eventid, recipientaccountid) within a batch."""
+    """Keep the first occurrence of each (eventid, recipientaccountid) per (account, date) partition within a
+    batch: the same scope as the check against stored segments (docs/ARCHITECTURE.md section 5)."""
     if table.num_rows < 2:
         return table, 0
     ids = table.column("eventid").to_pylist()
     accts = table.column("recipientaccountid").to_pylist()
+    days = segments.partition_columns(table)[1].to_pylist()
     seen: set = set()
     keep = []
-    for k in zip(ids, accts):
+    for k in zip(ids, accts, days):
         if k[0] is None:
             keep.append(True)
         elif k in seen:
