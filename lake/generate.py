@@ -124,3 +124,13 @@ def generate(out: str, *, events: int = 10_000, days: int = 7, accounts: int = 2
                 f.write(encode_log_file(recs[n:n + events_per_file]))
             paths.append(path)
     return paths
+
+
+def records(n: int, *, seed: int = 0, days: int = 3, accounts: int = 2, end: datetime | None = None,
+            region: str = "us-east-1") -> list[dict]:
+    """`n` generated records spread over the `days` before `end` (default now), in memory."""
+    rng = random.Random(seed)
+    end = end or datetime.now(timezone.utc)
+    accts = [f"{111111111111 * (i + 1) % 10**12:012d}" for i in range(accounts)]
+    return [record(rng, end - timedelta(seconds=rng.random() * days * 86400), rng.choice(accts), region)
+            for _ in range(n)]

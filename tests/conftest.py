@@ -100,13 +100,6 @@ def local_uri(tmp_path):
 
 def sample_records(n: int, *, seed: int = 0, days: int = 3, accounts: int = 2) -> list[dict]:
     """n generated management/data records spread over the last `days` days."""
-    import random
-    from datetime import datetime, timedelta, timezone
+    from lake.generate import records
 
-    from lake.generate import record
-
-    rng = random.Random(seed)
-    end = datetime.now(timezone.utc)
-    accts = [f"{111111111111 * (i + 1):012d}" for i in range(accounts)]
-    return [record(rng, end - timedelta(seconds=rng.random() * days * 86400), rng.choice(accts), "us-east-1")
-            for _ in range(n)]
+    return records(n, seed=seed, days=days, accounts=accounts)
