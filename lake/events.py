@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import polars as pl
 
 from . import limits, schema
@@ -150,14 +151,6 @@ def infer_category(rec: dict) -> str:
     return "Management"
 
 
-def _dig(d: Any, path: tuple[str, ...]) -> str | None:
-    for key in path:
-        if type(d) is not dict:
-            return None
-        d = d.get(key)
-    return _text(d) if d is not None else None
-
-
 # ---- the converter -----------------------------------------------------------------------------------
 
 def convert(records: Iterable[Any], *, size_mode: str = limits.STANDARD, location: str = "",
@@ -225,26 +218,52 @@ def convert(records: Iterable[Any], *, size_mode: str = limits.STANDARD, locatio
     return Converted(_to_table(kept, jsons, times.to_arrow()), rejects, idx, truncated)
 
 
+def _strings(values: list) -> pa.Array:
+    """A string column; the fast path assumes every value is a str or None (true for real CloudTrail)."""
+    try:
+        return pa.array(values, type=pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return pa.array([_text(v) for v in values], type=pa.string())
+
+
+def _bools(values: list) -> pa.Array:
+    try:
+        return pa.array(values, type=pa.bool_())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return pa.array([_bool(v) for v in values], type=pa.bool_())
+
+
+def _struct_leaf(arr: pa.Array, path: tuple[str, ...], spec) -> pa.Array:
+    """A leaf of a (renamed) struct column by JSON-key path, with parent nulls propagated."""
+    indices = []
+    for key in path:
+        i = next(n for n, (k, _, _) in enumerate(spec) if k == key)
+        indices.append(i)
+        spec = spec[i][2]
+    return pc.struct_field(arr, indices)
+
+
 def _to_table(recs: list[dict], jsons: list[str], eventtime: pa.Array) -> pa.Table:
     cols: dict[str, Any] = {}
     for key, col in schema.STRING_FIELDS.items():
-        cols[col] = pa.array([_text(r.get(key)) for r in recs], type=pa.string())
+        cols[col] = _strings([r.get(key) for r in recs])
     cols["eventcategory"] = pa.array([infer_category(r) for r in recs], type=pa.string())
     for key, col in schema.BOOL_FIELDS.items():
-        cols[col] = pa.array([_bool(r.get(key)) for r in recs], type=pa.bool_())
+        cols[col] = _bools([r.get(key) for r in recs])
     for key, col in schema.FREEFORM_FIELDS.items():
-        cols[col] = pa.array([_freeform(r.get(key)) for r in recs], type=schema.FREEFORM)
+        cols[col] = pa.array([None if v is None else _freeform(v) for v in [r.get(key) for r in recs]],
+                             type=schema.FREEFORM)
     uids = [r.get("userIdentity") for r in recs]
     uids = [u if type(u) is dict else None for u in uids]
-    cols["useridentity"] = _rename(_build_struct(uids, schema.USERIDENTITY_FIELDS, _UID_CAMEL),
-                                   schema.USERIDENTITY_FIELDS)
+    uid = _rename(_build_struct(uids, schema.USERIDENTITY_FIELDS, _UID_CAMEL), schema.USERIDENTITY_FIELDS)
+    cols["useridentity"] = uid
     tls = [r.get("tlsDetails") for r in recs]
     cols["tlsdetails"] = _rename(_build_struct([t if type(t) is dict else None for t in tls], _TLS_SPEC,
                                                _TLS_CAMEL), _TLS_SPEC)
     res = [r.get("resources") for r in recs]
     cols["resources"] = _build_resources([v if type(v) is list else None for v in res])
     for col, path in schema.FLAT_FIELDS.items():
-        cols[col] = pa.array([_dig(u, path) for u in uids], type=pa.string())
+        cols[col] = _struct_leaf(uid, path, schema.USERIDENTITY_FIELDS)
     cols["eventjson"] = pa.array(jsons, type=pa.string())
     cols["eventjsonchecksum"] = pa.array([hashlib.sha256(j.encode()).hexdigest() for j in jsons],
                                          type=pa.string())
