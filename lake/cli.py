@@ -14,9 +14,10 @@ from functools import wraps
 
 import click
 import orjson
+from rich.markup import escape
 
 from . import maintenance
-from .errors import LakeError
+from .errors import InvalidParameter, LakeError
 from .lake import Lake, default_uri
 from .output import emit, err_console, progress_bar
 
@@ -42,9 +43,9 @@ def handle_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (LakeError, ValueError, FileNotFoundError, PermissionError, RuntimeError) as e:
+        except (LakeError, ValueError, OSError, RuntimeError) as e:  # OSError: also IsADirectory, NotADirectory
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            err_console.print(f"[red]error:[/red] {msg}", highlight=False)
+            err_console.print(f"[red]error:[/red] {escape(msg)}", highlight=False)
             sys.exit(1)
     return wrapper
 
@@ -56,7 +57,8 @@ def _selectors_arg(value: str | None):
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as e:
-        raise click.BadParameter(f"selectors are not valid JSON: {e}") from None
+        # A LakeError, not click.BadParameter: handle_errors prints it as the one-line "error:" contract.
+        raise InvalidParameter(f"--selectors is not valid JSON: {e}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,13 +89,19 @@ def _summary(md: dict) -> dict:
 @click.argument("name")
 @click.option("--retention-days", type=int, help="7-3653 days (default 366; 2557 with FIXED billing).")
 @click.option("--selectors", help="Advanced event selectors as JSON, or @file.json.")
-@click.option("--termination-protection/--no-termination-protection", default=True, show_default=True)
+@click.option("--termination-protection/--no-termination-protection", default=True, show_default=True,
+              help="Refuse deletion until turned off.")
 @click.option("--billing-mode", type=click.Choice(["EXTENDABLE_RETENTION_PRICING", "FIXED_RETENTION_PRICING"]),
-              default="EXTENDABLE_RETENTION_PRICING", show_default=True)
-@click.option("--max-event-size", type=click.Choice(["Standard", "Large"]), default="Standard", show_default=True)
-@click.option("--multi-region/--single-region", default=True, show_default=True)
-@click.option("--organization/--no-organization", default=False, show_default=True)
-@click.option("--start-ingestion/--no-start-ingestion", default=True, show_default=True)
+              default="EXTENDABLE_RETENTION_PRICING", show_default=True,
+              help="CloudTrail Lake billing mode; it sets the default and maximum retention.")
+@click.option("--max-event-size", type=click.Choice(["Standard", "Large"]), default="Standard", show_default=True,
+              help="Standard: 256 KB events with per-field caps; Large: 1 MB.")
+@click.option("--multi-region/--single-region", default=True, show_default=True,
+              help="Recorded as MultiRegionEnabled.")
+@click.option("--organization/--no-organization", default=False, show_default=True,
+              help="Recorded as OrganizationEnabled.")
+@click.option("--start-ingestion/--no-start-ingestion", default=True, show_default=True,
+              help="Accept live events from the start.")
 @click.pass_obj
 @handle_errors
 def store_create(obj: Ctx, name, retention_days, selectors, termination_protection, billing_mode,
@@ -128,12 +136,14 @@ def store_show(obj: Ctx, ref: str) -> None:
 @store.command("update")
 @click.argument("ref")
 @click.option("--name", help="New name.")
-@click.option("--retention-days", type=int)
+@click.option("--retention-days", type=int, help="7-3653 days (2557 at most with FIXED billing).")
 @click.option("--selectors", help="Advanced event selectors as JSON, or @file.json.")
-@click.option("--termination-protection/--no-termination-protection", default=None)
-@click.option("--max-event-size", type=click.Choice(["Standard", "Large"]))
-@click.option("--billing-mode", type=click.Choice(["EXTENDABLE_RETENTION_PRICING", "FIXED_RETENTION_PRICING"]))
-@click.option("--multi-region/--single-region", default=None)
+@click.option("--termination-protection/--no-termination-protection", default=None,
+              help="Turn deletion protection on or off.")
+@click.option("--max-event-size", type=click.Choice(["Standard", "Large"]), help="Standard (256 KB) or Large (1 MB).")
+@click.option("--billing-mode", type=click.Choice(["EXTENDABLE_RETENTION_PRICING", "FIXED_RETENTION_PRICING"]),
+              help="EXTENDABLE to FIXED is refused; create a new store instead.")
+@click.option("--multi-region/--single-region", default=None, help="Recorded as MultiRegionEnabled.")
 @click.pass_obj
 @handle_errors
 def store_update(obj: Ctx, ref, name, retention_days, selectors, termination_protection, max_event_size,
@@ -229,9 +239,11 @@ def verify_cmd(obj: Ctx, ref: str | None) -> None:
     if obj.fmt != "json":
         for s in result["stores"]:
             for f in s["findings"]:
-                err_console.print(f"[red]{f['kind']}[/red] {f['path']}: {f['message']}", highlight=False)
+                err_console.print(f"[red]{escape(f['kind'])}[/red] {escape(f['path'])}: {escape(f['message'])}",
+                                  highlight=False)
         for f in result["catalog"]:
-            err_console.print(f"[red]{f['kind']}[/red] {f['path']}: {f['message']}", highlight=False)
+            err_console.print(f"[red]{escape(f['kind'])}[/red] {escape(f['path'])}: {escape(f['message'])}",
+                              highlight=False)
         err_console.print("[green]OK[/green]: nothing altered" if result["ok"] else
                           "[red]FAILED[/red]: see findings above", highlight=False)
     if not result["ok"]:
@@ -288,8 +300,8 @@ def vacuum_cmd(obj: Ctx, ref: str | None, grace_hours: float, do_apply: bool) ->
 
 @cli.command("demo")
 @click.option("--events", type=int, default=20_000, show_default=True, help="Sample events to generate.")
-@click.option("--days", type=int, default=7, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--days", type=int, default=7, show_default=True, help="Days of activity to generate.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Random seed (same seed, same logs).")
 @click.pass_obj
 @handle_errors
 def demo_cmd(obj: Ctx, events: int, days: int, seed: int) -> None:
@@ -317,20 +329,25 @@ def demo_cmd(obj: Ctx, events: int, days: int, seed: int) -> None:
                     r = st.append(batch, source="import")
                     appended, dups, batch = appended + r.appended, dups + r.duplicates, []
                 update(n)
-    err_console.print(f"store {st.name!r} at {lk.uri}: +{appended:,} events, {dups:,} duplicates skipped",
+    err_console.print(f"store {st.name!r} at {escape(lk.uri)}: +{appended:,} events, {dups:,} duplicates skipped",
                       highlight=False)
     lf = st.scan()
     top = (lf.group_by("eventsource", "eventname").agg(pl.len().alias("events"))
            .sort("events", descending=True).limit(10).collect())
-    emit(top.to_dicts(), obj.fmt, title="top 10 actions")
     errs = (lf.filter(pl.col("errorcode").is_not_null())
             .group_by("useridentity_arn", "errorcode").agg(pl.len().alias("events"))
             .sort("events", descending=True).limit(5).collect())
-    emit(errs.to_dicts(), obj.fmt, title="who gets errors")
     from .verify import verify
 
     result = verify(lk, "demo")
     s = result["stores"][0]
+    if obj.fmt == "json":
+        # One JSON document on stdout (two concatenated documents would not parse as JSON).
+        emit({"store": st.name, "appended": appended, "duplicates": dups, "top_actions": top.to_dicts(),
+              "who_gets_errors": errs.to_dicts(), "verify": s}, obj.fmt)
+    else:
+        emit(top.to_dicts(), obj.fmt, title="top 10 actions")
+        emit(errs.to_dicts(), obj.fmt, title="who gets errors")
     err_console.print(f"verify: {'OK' if result['ok'] else 'FAILED'} - {s['segments']} segments, "
                       f"{s['events']:,} events, {s['bytes_hashed']:,} bytes hashed", highlight=False)
 

@@ -15,8 +15,9 @@ from .store import DEFAULT_RETENTION, ENABLED, STOPPED, Store, validate_retentio
 from . import limits
 
 DEFAULT_URI = "./lake-data"
-NAME_RE = re.compile(r"^[a-zA-Z0-9._\-]{3,128}$")
-ARN_RE = re.compile(r"^arn:aws[a-z-]*:cloudtrail:[^:]*:[^:]*:eventdatastore/(.+)$")
+# \Z, not $: `$` also matches before a trailing newline, which would accept "abc\n" as a name.
+NAME_RE = re.compile(r"^[a-zA-Z0-9._\-]{3,128}\Z")
+ARN_RE = re.compile(r"^arn:aws[a-z-]*:cloudtrail:[^:]*:[^:]*:eventdatastore/([A-Za-z0-9-]+)\Z")
 
 
 def default_uri() -> str:
@@ -41,9 +42,13 @@ class Lake:
     def _name_path(self, name: str) -> str:
         return f"_catalog/names/{name}"
 
-    def _claim_name(self, name: str, store_id: str) -> None:
-        if not NAME_RE.match(name or ""):
+    @staticmethod
+    def _check_name(name: str) -> None:
+        if not isinstance(name, str) or not NAME_RE.match(name):
             raise InvalidParameter(f"store name {name!r} is invalid: use 3-128 characters from a-z A-Z 0-9 . _ -")
+
+    def _claim_name(self, name: str, store_id: str) -> None:
+        self._check_name(name)
         if not self.storage.create(self._name_path(name), store_id.encode()):
             owner = self.storage.read(self._name_path(name)).decode()
             if owner != store_id:
@@ -91,11 +96,20 @@ class Lake:
         for store_id in self.storage.list_dirs("stores"):
             try:
                 st = self._open(store_id)
-                if include_expired or not st.expired_deletion():
-                    out.append(st)
             except NotFound:
                 continue  # a creation that died before its first commit
+            if not self.named(st):
+                continue  # a creation that died before claiming its name, or lost the name race
+            if include_expired or not st.expired_deletion():
+                out.append(st)
         return sorted(out, key=lambda s: (s.metadata.get("CreatedTimestamp", ""), s.id))
+
+    def named(self, st: Store) -> bool:
+        """True if the catalog maps the store's current name to it (False for aborted creations)."""
+        try:
+            return self.storage.read(self._name_path(st.metadata["Name"])).decode() == st.id
+        except (FileNotFoundError, KeyError):
+            return False
 
     def create_store(self, name: str, *, selectors: list | None = None, retention_days: int | None = None,
                      termination_protection: bool = True,
@@ -115,8 +129,8 @@ class Lake:
             raise InvalidParameter(str(e)) from None
         if max_event_size not in limits.MAX_EVENT_BYTES:
             raise InvalidParameter(f"MaxEventSize must be Standard or Large, got {max_event_size!r}")
+        self._check_name(name)
         store_id = str(uuid.uuid4())
-        self._claim_name(name, store_id)
         ts = now_iso()
         md = {
             "EventDataStoreArn": f"arn:aws:cloudtrail:{self.region}:{self.account_id}:eventdatastore/{store_id}",
@@ -136,9 +150,16 @@ class Lake:
         }
         if kms_key_id:
             md["KmsKeyId"] = kms_key_id
+        # Commit 0 first, then the name: a crash in between leaves an unnamed store directory that no
+        # listing shows and vacuum removes, never a name that points at nothing.
         log = Log(self.storage, f"stores/{store_id}")
         if log.try_commit(None, "CREATE", metadata=md) is None:  # pragma: no cover - uuid collision
             raise AlreadyExists(f"store id {store_id} already exists")
+        try:
+            self._claim_name(name, store_id)
+        except Exception:
+            self.storage.delete_tree(f"stores/{store_id}")
+            raise
         return self._open(store_id)
 
 

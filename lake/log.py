@@ -318,6 +318,8 @@ def apply_commit(snap: Snapshot | None, commit: dict, raw: bytes) -> Snapshot:
     adds = commit.get("add") or []
     if adds:
         segments = pa.concat_tables([segments, entries_to_table(adds, version)])
+        if segments.column(0).num_chunks > 32:  # keep filters over the segment table vectorised
+            segments = segments.combine_chunks()
     if "metadata" in commit:
         metadata = commit["metadata"]
     return Snapshot(version, metadata, segments, sha256_hex(raw))

@@ -186,6 +186,7 @@ def vacuum_candidates(store: "Store", *, grace: timedelta = DEFAULT_GRACE,
         for p in commit.get("remove") or []:
             retired[p] = ts
     out = []
+    waiting: set[str] = set()  # txns with never-committed files too young to delete: keep their intents
     for f in storage.list(f"{store.prefix}/data"):
         rel = f.path[len(store.prefix) + 1:]
         if rel in live:
@@ -193,10 +194,16 @@ def vacuum_candidates(store: "Store", *, grace: timedelta = DEFAULT_GRACE,
         if rel in retired:
             if retired[rel] < horizon:
                 out.append({"path": f.path, "bytes": f.size, "reason": "retired"})
-        elif rel not in committed and f.mtime < horizon:
-            out.append({"path": f.path, "bytes": f.size, "reason": "orphan"})
+        elif rel not in committed:
+            if f.mtime < horizon:
+                out.append({"path": f.path, "bytes": f.size, "reason": "orphan"})
+            else:
+                name = rel.rsplit("/", 1)[-1]
+                if name.startswith("part-") and name.count("-") >= 2:
+                    waiting.add(name.split("-")[1])
     for f in storage.list(f"{store.prefix}/_txn"):
-        if f.mtime < horizon:
+        txn = f.path.rsplit("/", 1)[-1][: -len(".json")]
+        if f.mtime < horizon and txn not in waiting:
             out.append({"path": f.path, "bytes": f.size, "reason": "intent"})
     return out
 
@@ -215,6 +222,17 @@ def vacuum(lake: "Lake", *, store: "Store | None" = None, grace: timedelta = DEF
                          for f in lake.storage.list(st.prefix))
             continue
         files.extend(vacuum_candidates(st, grace=grace, now=now))
+    aborted: list[str] = []
+    if store is None:  # store directories whose creation died before the name was claimed
+        horizon = ((now or datetime.now(timezone.utc)) - grace).timestamp()
+        known = {st.id for st in stores}
+        for sid in lake.storage.list_dirs("stores"):
+            if sid in known:
+                continue
+            listing = lake.storage.list(f"stores/{sid}")
+            if listing and max(f.mtime for f in listing) < horizon:
+                aborted.append(sid)
+                files.extend({"path": f.path, "bytes": f.size, "reason": "aborted-create"} for f in listing)
     if not dry_run:
         for f in files:
             lake.storage.delete(f["path"])
@@ -222,5 +240,7 @@ def vacuum(lake: "Lake", *, store: "Store | None" = None, grace: timedelta = DEF
             if st.name in purged:
                 lake._release_name(st.name, st.id)
                 lake.storage.delete_tree(st.prefix)
+        for sid in aborted:
+            lake.storage.delete_tree(f"stores/{sid}")
     return {"operation": "vacuum", "dry_run": dry_run, "files": len(files),
             "bytes": sum(f["bytes"] for f in files), "stores_purged": purged, "details": files}

@@ -10,6 +10,7 @@ from typing import Any, Iterator, Sequence
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from rich.table import Table
@@ -52,9 +53,10 @@ def emit(data: Any, fmt: str, *, columns: Sequence[str] | None = None, rows: lis
     columns = list(columns or rows[0].keys())
     table = Table(title=title, show_lines=False, header_style="bold")
     for c in columns:
-        table.add_column(c, overflow="fold")
+        table.add_column(escape(str(c)), overflow="fold")
     for r in rows:
-        table.add_row(*(_cell(r.get(c)) for c in columns))
+        # Cells are data (names, selectors, event fields), never markup: "[/x]" must print as itself, not crash.
+        table.add_row(*(escape(_cell(r.get(c))) for c in columns))
     console.print(table)
 
 

@@ -98,12 +98,16 @@ class Storage:
         return FileInfo(path, int(d.get("size") or 0), _mtime(d))
 
     def list(self, prefix: str) -> list[FileInfo]:
-        """Every file under `prefix` (recursive), relative paths; empty if the prefix does not exist."""
+        """Every file under `prefix` (recursive), relative paths; empty if the prefix does not exist.
+        Local `.tmp-` scratch files of `create`/`write` are not listed: a writer killed inside them leaves
+        one behind (possibly empty), which is not a file of the lake (an empty one in `_txn/` failed verify)."""
         out: list[FileInfo] = []
         if self.local:
             base = self.full(prefix)
             for dirpath, _, files in os.walk(base):
                 for name in files:
+                    if name.startswith(".tmp-"):
+                        continue
                     full = os.path.join(dirpath, name)
                     try:
                         st = os.stat(full)
@@ -157,7 +161,11 @@ class Storage:
                 f.write(data)
             return True
         except FileExistsError:
-            return False
+            # A retried PUT whose first attempt succeeded also lands here: the object then holds our bytes.
+            try:
+                return self.fs.cat_file(self.full(path)) == data
+            except FileNotFoundError:
+                return False
 
     def write(self, path: str, data: bytes) -> None:
         """Replace a file atomically (only for hints that are never trusted, e.g. `_last_checkpoint`)."""

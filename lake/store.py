@@ -162,7 +162,8 @@ class Store:
             raise InvalidParameter(str(e)) from None
         if max_event_size is not None and max_event_size not in limits.MAX_EVENT_BYTES:
             raise InvalidParameter(f"MaxEventSize must be Standard or Large, got {max_event_size!r}")
-        old_name = self.name
+        old_name = self.metadata["Name"]  # fresh: a cached name may be stale after another writer's rename
+        replaced: list[str] = []  # the name the committed change actually replaced
         if name is not None and name != old_name:
             self.lake._claim_name(name, self.id)
 
@@ -176,6 +177,7 @@ class Store:
             if kms_key_id is not None and md.get("KmsKeyId") and kms_key_id != md["KmsKeyId"]:
                 raise InvalidParameter("KmsKeyId cannot be changed or removed once set")
             if name is not None:
+                replaced[:] = [md["Name"]]
                 md["Name"] = name
             if sel is not None:
                 md["AdvancedEventSelectors"] = sel
@@ -200,8 +202,8 @@ class Store:
             if name is not None and name != old_name:
                 self.lake._release_name(name, self.id)
             raise
-        if name is not None and name != old_name:
-            self.lake._release_name(old_name, self.id)
+        if replaced and replaced[0] != name:
+            self.lake._release_name(replaced[0], self.id)
         return md
 
     def delete(self) -> dict:
@@ -213,6 +215,7 @@ class Store:
                     f"{md['Name']} --no-termination-protection` first")
             if md["Status"] == PENDING_DELETION:
                 return None
+            md["StatusBeforeDeletion"] = md["Status"]  # what `restore` brings back (a stopped store stays stopped)
             md["Status"] = PENDING_DELETION
             md["DeletionTime"] = now_iso()
             return md
@@ -237,7 +240,7 @@ class Store:
                 raise InactiveStore(f"event data store {md['Name']} is pending deletion")
             cats = {v for s in md.get("AdvancedEventSelectors", []) for f in s["FieldSelectors"]
                     if f["Field"] == "eventCategory" for v in f.get("Equals", [])}
-            if cats - {"Management", "Data", "NetworkActivity", "ConfigurationItem"}:
+            if cats - {"Management", "Data", "ConfigurationItem"}:
                 raise InvalidParameter("ingestion can only be started or stopped on stores of CloudTrail "
                                        "events or Config items")
             if md["Status"] == status:
@@ -395,6 +398,8 @@ class Store:
     def to_arrow(self, snapshot: Snapshot | None = None) -> pa.Table:
         """Every event of a snapshot as one Arrow table (small stores and tests)."""
         snap = snapshot or self.snapshot()
+        if snap.metadata.get("Status") == PENDING_DELETION:
+            raise InactiveStore(f"event data store {snap.metadata['Name']} is pending deletion; restore it to read it")
         tables = [segments.read_segment(self.lake.storage, self.prefix, p) for p in snap.paths()]
         if not tables:
             return EVENT_SCHEMA.empty_table()

@@ -13,9 +13,26 @@ from dataclasses import dataclass, field
 import orjson
 
 from . import segments
-from .log import Log, LogError, Snapshot, apply_commit, commit_is_canonical
+from .log import Log, LogError, Snapshot, apply_commit, commit_is_canonical, sha256_hex
 
 _CHECKPOINT_SUFFIX = ".checkpoint.parquet"
+
+
+def _txn_of(rel: str) -> str | None:
+    """The writer's txn id in a segment name `.../part-<txn>-<n>.parquet`, else None."""
+    name = rel.rsplit("/", 1)[-1]
+    return name.split("-")[1] if name.startswith("part-") and name.count("-") >= 2 else None
+
+
+def _checkpoint_version(name: str) -> int | None:
+    """The version of a file named `<digits>.checkpoint.parquet`, else None."""
+    stem = name[: -len(_CHECKPOINT_SUFFIX)] if name.endswith(_CHECKPOINT_SUFFIX) else ""
+    return int(stem) if stem.isdigit() else None
+
+
+def _same_state(cp: Snapshot, want: Snapshot | None) -> bool:
+    return want is not None and cp.version == want.version and cp.head_hash == want.head_hash and \
+        cp.metadata == want.metadata and cp.segments.equals(want.segments)
 
 
 @dataclass
@@ -61,10 +78,13 @@ def verify_store(lake, store_id: str, progress=None) -> StoreReport:
     report = StoreReport(store="?", id=store_id)
     add = report.findings.append
     log_files = {f.path: f for f in storage.list(f"{prefix}/_log")}
+    # versions that have a checkpoint file (whatever the checkpoint interval was when they were written)
+    cp_versions = {ver for ver in (_checkpoint_version(p.rsplit("/", 1)[1]) for p in log_files) if ver is not None}
 
     # 1. the chain
     snap: Snapshot | None = None
     committed: set[str] = set()
+    committed_txns: set[str] = set()
     v = 0
     states: dict[int, Snapshot] = {}
     while True:
@@ -80,9 +100,13 @@ def verify_store(lake, store_id: str, progress=None) -> StoreReport:
         except (orjson.JSONDecodeError, LogError, KeyError, TypeError, ValueError) as e:
             add(Finding("chain", path, f"commit {v} cannot be applied: {str(e).splitlines()[0]}"))
             break
+        if commit.get("txn"):
+            committed_txns.add(commit["txn"])
         for e in commit.get("add") or []:
             committed.add(e["path"])
-        if v and v % 100 == 0:
+            if _txn_of(e["path"]):
+                committed_txns.add(_txn_of(e["path"]))
+        if v in cp_versions:
             states[v] = snap
         v += 1
     report.commits = v
@@ -91,9 +115,14 @@ def verify_store(lake, store_id: str, progress=None) -> StoreReport:
         return report
     report.version = snap.version
     report.store = snap.metadata.get("Name", "?")
-    for p in log_files:
+    later = [p for p in log_files if p.endswith(".json") and p.rsplit("/", 1)[1][:-5].isdigit()
+             and int(p.rsplit("/", 1)[1][:-5]) >= v]
+    gap = f"{prefix}/_log/{v:020d}.json"
+    if later and gap not in log_files:
+        add(Finding("missing", gap, f"commit {v} is absent but later commits exist"))
+    for p in later:
         name = p.rsplit("/", 1)[1]
-        if name.endswith(".json") and name[:-5].isdigit() and int(name[:-5]) >= v:
+        if p != gap:
             add(Finding("chain", p, f"commit {int(name[:-5])} exists after a gap or a broken link at {v}"))
 
     # 2. checkpoints
@@ -101,27 +130,49 @@ def verify_store(lake, store_id: str, progress=None) -> StoreReport:
     for p in log_files:
         name = p.rsplit("/", 1)[1]
         if name.endswith(_CHECKPOINT_SUFFIX):
-            ver = int(name[: -len(_CHECKPOINT_SUFFIX)])
-            try:
-                cp = log.read_checkpoint(ver)
-            except FileNotFoundError:
+            ver = _checkpoint_version(name)
+            if ver is None:
+                add(Finding("unexpected", p, "file in _log that the lake did not write"))
+                continue
+            side = p + ".sha256"
+            if side not in log_files:
                 add(Finding("checkpoint", p, "checkpoint has no .sha256 sidecar"))
                 continue
+            data = storage.read(p)
+            side_raw = storage.read(side)
+            digest = sha256_hex(data).encode()
+            if side_raw.strip() != digest:
+                # One of the two files was altered. A sidecar that differs from the checkpoint's actual hash
+                # in a few characters was edited (a changed checkpoint would have an unrelated hash).
+                near = sum(a != b for a, b in zip(side_raw, digest)) + abs(len(side_raw) - len(digest)) <= 8
+                if near:
+                    add(Finding("tampered", side, f"sidecar differs in a few characters from the SHA-256 of {name}: "
+                                                  "the sidecar was altered"))
+                else:
+                    add(Finding("tampered", p, f"checkpoint does not match its sidecar {name}.sha256: the "
+                                               "checkpoint (or the whole sidecar) was altered"))
+                continue
+            try:
+                cp = log.read_checkpoint(ver)
             except Exception as e:  # noqa: BLE001 - any damage is a finding
                 add(Finding("tampered", p, f"checkpoint unreadable or altered: {str(e).splitlines()[0][:200]}"))
                 continue
-            want = states.get(ver)
-            if want is None or cp.head_hash != want.head_hash or cp.metadata != want.metadata or \
-                    not cp.segments.equals(want.segments):
+            if not _same_state(cp, states.get(ver)):
                 add(Finding("tampered", p, f"checkpoint {ver} differs from the state replayed from the commits"))
         elif name.endswith(".sha256"):
-            if p[: -len(".sha256")] not in log_files:
-                continue  # sidecar written, checkpoint not (crash): harmless
+            base = p[: -len(".sha256")]
+            if _checkpoint_version(base.rsplit("/", 1)[1]) is None:
+                add(Finding("unexpected", p, "file in _log that the lake did not write"))
+            # a sidecar whose checkpoint was never written (crash between the two) is harmless
         elif name == "_last_checkpoint":
             try:
-                int(orjson.loads(storage.read(p))["version"])
+                hint = orjson.loads(storage.read(p))
+                hv = hint["version"]
+                valid = hint == {"version": hv} and type(hv) is int and hv in cp_versions
             except Exception:  # noqa: BLE001
-                add(Finding("tampered", p, "the checkpoint hint is not valid"))
+                valid = False
+            if not valid:
+                add(Finding("tampered", p, "the checkpoint hint is not valid or names no existing checkpoint"))
         elif not (name.endswith(".json") and name[:-5].isdigit()) and not name.startswith(".tmp-"):
             add(Finding("unexpected", p, "file in _log that the lake did not write"))
 
@@ -175,10 +226,9 @@ def verify_store(lake, store_id: str, progress=None) -> StoreReport:
         rel = f.path[len(prefix) + 1:]
         if rel in live or rel in committed:
             continue  # live, or retired by a commit and waiting for vacuum
-        name = rel.rsplit("/", 1)[1]
-        txn = name.split("-")[1] if name.startswith("part-") and name.count("-") >= 2 else None
-        if txn is not None and txn in intents:
-            report.orphans += 1
+        txn = _txn_of(rel)
+        if txn is not None and txn in intents and txn not in committed_txns:
+            report.orphans += 1  # written by a writer that never committed
             continue
         add(Finding("unexpected", f.path, "file under data/ that no commit or transaction intent accounts for"))
     return report
