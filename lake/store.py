@@ -53,24 +53,32 @@ class AppendResult:
 
 
 class _KeyCache:
-    """eventid/recipientaccountid key sets of immutable segments, shared by all stores of a process."""
+    """Dedupe keys of immutable segments, shared by all stores of a process and bounded by total keys."""
 
-    def __init__(self, capacity: int = 4096):
-        self._data: OrderedDict[str, frozenset] = OrderedDict()
+    def __init__(self, max_keys: int = 4_000_000):
+        self._data: OrderedDict[str, pl.Series] = OrderedDict()
+        self._size = 0
         self._lock = threading.Lock()
-        self.capacity = capacity
+        self.max_keys = max_keys
 
-    def get(self, key: str, load) -> frozenset:
+    def get(self, key: str, load) -> pl.Series:
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
                 return self._data[key]
         value = load()
-        with self._lock:
-            self._data[key] = value
-            while len(self._data) > self.capacity:
-                self._data.popitem(last=False)
+        self.put(key, value)
         return value
+
+    def put(self, key: str, value: pl.Series) -> None:
+        with self._lock:
+            if key in self._data:
+                return
+            self._data[key] = value
+            self._size += len(value)
+            while self._size > self.max_keys and len(self._data) > 1:
+                _, old = self._data.popitem(last=False)
+                self._size -= len(old)
 
 
 KEY_CACHE = _KeyCache()
@@ -86,6 +94,26 @@ def validate_retention(days: Any, billing_mode: str) -> int:
         raise InvalidParameter(f"RetentionPeriod must be between {MIN_RETENTION} and {top} days "
                                f"for {billing_mode}, got {days}")
     return days
+
+
+def keys_of(table: pa.Table) -> pl.Series:
+    """The dedupe key per row, `eventid` + U+001F + `recipientaccountid`; null when there is no eventID
+    (such events are never duplicates). A string Series keeps membership tests vectorised and compact."""
+    df = pl.from_arrow(table.select(["eventid", "recipientaccountid"]))
+    return df.select(pl.when(pl.col("eventid").is_not_null()).then(
+        pl.concat_str([pl.col("eventid"), pl.lit("\x1f"), pl.col("recipientaccountid").fill_null("")]))
+        .alias("k")).to_series()
+
+
+@dataclass
+class Pending:
+    """A segment on its way into a commit: rows to write, or an already written (uncommitted) entry."""
+
+    account: str
+    date: str
+    keys: pl.Series
+    rows: pa.Table | None = None
+    entry: dict | None = None
 
 
 class Store:
@@ -307,67 +335,89 @@ class Store:
         return self._commit_rows(table, result, operation)
 
     def _commit_rows(self, table: pa.Table, result: AppendResult, operation: str) -> AppendResult:
-        txn = uuid.uuid4().hex
-        parts = {(a, d): t for a, d, t in segments.split_partitions(table)}
-        written: dict[tuple[str, str], dict] = {}
-        checked: dict[tuple[str, str], int] = {}  # partition -> last snapshot version checked against
-        counter = [0]
+        pending = [Pending(a, d, keys_of(t), rows=t) for a, d, t in segments.split_partitions(table)]
+        snap, added, dups = self._commit_pending(pending, operation=operation)
+        result.duplicates += dups
+        if snap is not None:
+            result.version = snap.version
+            result.appended = sum(e["rows"] for e in added)
+            result.segments = len(added)
+        return result
+
+    def _commit_pending(self, pending: list["Pending"], *, operation: str, txn: str | None = None,
+                       info: dict | None = None) -> tuple[Snapshot | None, list[dict], int]:
+        """Commit new segments (written already, or rows still to write), dropping events whose key is
+        already in their partition. Returns (new snapshot or None if nothing was left, entries, duplicates).
+
+        This is the one place where dedupe against the store meets the optimistic commit loop: after a lost
+        race only the segments committed since the last check are read, and an affected segment is rewritten
+        without the duplicates (its old file was never committed and is deleted)."""
+        txn = txn or uuid.uuid4().hex
         storage = self.lake.storage
-        intent_path = f"{self.prefix}/_txn/{txn}.json"
-        storage.create(intent_path, orjson.dumps({"txn": txn, "created": now_iso(), "operation": operation}))
+        if any(p.entry is None for p in pending):
+            storage.create(f"{self.prefix}/_txn/{txn}.json",
+                           orjson.dumps({"txn": txn, "created": now_iso(), "operation": operation}))
+        pending = list(pending)
+        checked: dict[int, int] = {}
+        counter = [0]
+        dups = [0]
 
         def build(snap: Snapshot):
             if snap.metadata.get("Status") == PENDING_DELETION:
                 raise InactiveStore(f"event data store {snap.metadata['Name']} was deleted during the append")
             seg = snap.segments
-            for key in list(parts):
-                since = checked.get(key, -1)
-                mask = pc.and_(pc.and_(pc.equal(seg.column("account"), key[0]), pc.equal(seg.column("date"), key[1])),
+            for p in list(pending):
+                since = checked.get(id(p), -1)
+                mask = pc.and_(pc.and_(pc.equal(seg.column("account"), p.account),
+                                       pc.equal(seg.column("date"), p.date)),
                                pc.greater(seg.column("version"), since))
-                paths = seg.filter(mask).column("path").to_pylist()
-                checked[key] = snap.version
+                paths = [x for x in seg.filter(mask).column("path").to_pylist()
+                         if p.entry is None or x != p.entry["path"]]
+                checked[id(p)] = snap.version
                 if not paths:
                     continue
-                existing: set = set()
-                for p in paths:
-                    existing |= self._keys(p)
-                rows = parts[key]
-                ids = rows.column("eventid").to_pylist()
-                accts = rows.column("recipientaccountid").to_pylist()
-                keep = [eid is None or (eid, ac) not in existing for eid, ac in zip(ids, accts)]
-                if all(keep):
+                existing = pl.concat([self._keys(x) for x in paths])
+                dup = p.keys.is_in(existing.drop_nulls().implode()).fill_null(False)
+                n = int(dup.sum())
+                if not n:
                     continue
-                result.duplicates += keep.count(False)
-                rows = rows.filter(pa.array(keep))
-                old = written.pop(key, None)
-                if old is not None:
-                    storage.delete(f"{self.prefix}/{old['path']}")  # never committed
-                if rows.num_rows:
-                    parts[key] = rows
-                else:
-                    del parts[key]
-            for key, rows in parts.items():
-                if key not in written:
-                    name = f"part-{txn}-{counter[0]:05d}.parquet"
+                dups[0] += n
+                if p.rows is None:
+                    p.rows = segments.read_segment(storage, self.prefix, p.entry["path"])
+                keep = (~dup).to_arrow()
+                p.rows = p.rows.filter(keep)
+                p.keys = p.keys.filter(~dup)
+                if p.entry is not None:
+                    storage.delete(f"{self.prefix}/{p.entry['path']}")  # never committed
+                    p.entry = None
+                if not p.rows.num_rows:
+                    pending.remove(p)
+            for p in pending:
+                if p.entry is None:
+                    name = f"part-{txn}-r{counter[0]:05d}.parquet"
                     counter[0] += 1
-                    written[key] = segments.write_segment(storage, self.prefix, rows, key[0], key[1], name)
-            if not written:
+                    p.entry = segments.write_segment(storage, self.prefix, p.rows, p.account, p.date, name)
+            if not pending:
                 return None
-            return {"add": list(written.values()), "txn": txn,
-                    "info": {"rows": sum(e["rows"] for e in written.values()), "duplicates": result.duplicates}}
+            adds = [p.entry for p in pending]
+            return {"add": adds, "txn": txn,
+                    "info": {**(info or {}), "rows": sum(e["rows"] for e in adds), "duplicates": dups[0]}}
 
-        snap, parts_committed = self.log.commit(operation, build)
-        if parts_committed is not None:
-            result.version = snap.version
-            result.appended = parts_committed["info"]["rows"]
-            result.segments = len(parts_committed["add"])
-        return result
+        snap, parts = self.log.commit(operation, build)
+        if parts is None:
+            return None, [], dups[0]
+        for p in pending:
+            KEY_CACHE.put(self._cache_key(p.entry["path"]), p.keys)
+        return snap, parts["add"], dups[0]
 
-    def _keys(self, path: str) -> frozenset:
+    def _cache_key(self, path: str) -> str:
+        return f"{self.lake.storage.uri}/{self.prefix}/{path}"
+
+    def _keys(self, path: str) -> pl.Series:
         def load():
-            t = segments.read_segment(self.lake.storage, self.prefix, path, ["eventid", "recipientaccountid"])
-            return frozenset(zip(t.column("eventid").to_pylist(), t.column("recipientaccountid").to_pylist()))
-        return KEY_CACHE.get(f"{self.lake.storage.uri}/{self.prefix}/{path}", load)
+            return keys_of(segments.read_segment(self.lake.storage, self.prefix, path,
+                                                 ["eventid", "recipientaccountid"]))
+        return KEY_CACHE.get(self._cache_key(path), load)
 
     # -- reading --------------------------------------------------------------------------------------
     def files(self, snapshot: Snapshot | None = None, start: datetime | None = None,

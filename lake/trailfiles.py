@@ -7,6 +7,8 @@ as a failure and go on with the next file.
 from __future__ import annotations
 
 import gzip
+import io
+import zipfile
 import zlib
 from typing import Any
 
@@ -18,7 +20,17 @@ class TrailFileError(ValueError):
 
 
 def decode(data: bytes, name: str = "") -> list[Any]:
-    """The records of one log file's bytes."""
+    """The records of one log file's bytes (a zip archive yields the records of every member)."""
+    if data[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                out: list[Any] = []
+                for member in sorted(z.namelist()):
+                    if not member.endswith("/"):
+                        out += decode(z.read(member), f"{name}!{member}")
+                return out
+        except zipfile.BadZipFile as e:
+            raise TrailFileError(f"{name}: zip archive is damaged ({e})") from None
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
