@@ -219,6 +219,132 @@ def append_cmd(obj: Ctx, ref: str, files) -> None:
         sys.exit(1)
 
 
+# ---- import ------------------------------------------------------------------------------------------
+
+def _when(value: str | None):
+    if not value:
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date or timestamp (use e.g. 2024-01-31 or "
+                                 "2024-01-31T12:00:00Z)") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _import_progress(enabled: bool):
+    """A rich progress bar fed with ImportStatistics: files, events, bytes, rate and ETA."""
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    if not enabled or not err_console.is_terminal:
+        return None, None
+    p = Progress(TextColumn("importing"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[files]} files"),
+                 TextColumn("{task.fields[events]:,} events"), TextColumn("{task.fields[rate]:,.0f} ev/s"),
+                 TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True)
+    task = p.add_task("import", total=None, files=0, events=0, rate=0.0)
+    import time as _t
+    t0 = _t.monotonic()
+
+    def update(stats, total_bytes):
+        el = max(_t.monotonic() - t0, 1e-9)
+        p.update(task, total=total_bytes, completed=min(stats.BytesRead, total_bytes or stats.BytesRead),
+                 files=stats.FilesCompleted, events=stats.EventsCompleted, rate=stats.EventsCompleted / el)
+    return p, update
+
+
+@cli.command("import")
+@click.argument("sources", nargs=-1)
+@click.option("--store", "ref", help="Destination event data store (name, id or ARN).")
+@click.option("--start", help="Only events at or after this time (also skips older objects by key date).")
+@click.option("--end", help="Only events at or before this time.")
+@click.option("--resume", "resume_id", help="Continue the import with this id (same sources, store and window).")
+@click.option("--workers", type=int, help="Decoding processes (default: one per core).")
+@click.option("--no-progress", is_flag=True, help="Do not show the progress bar.")
+@click.pass_obj
+@handle_errors
+def import_cmd(obj: Ctx, sources, ref, start, end, resume_id, workers, no_progress) -> None:
+    """Import historical CloudTrail logs (files, directories or s3:// prefixes in the trail layout; gzip or
+    plain {"Records": [...]}, JSON arrays, NDJSON). Re-importing an object adds nothing; a killed import
+    continues with --resume ID. Exit status 1 if any file or record failed (see `lake imports failures`)."""
+    from .importer import Importer, resume
+
+    progress, update = _import_progress(not no_progress)
+    if resume_id:
+        imp = resume(obj.lake, resume_id, workers=workers, progress=update)
+    else:
+        if not sources or not ref:
+            raise click.UsageError("give SOURCES and --store (or --resume ID)")
+        imp = Importer(obj.lake.store(ref), list(sources), start=_when(start), end=_when(end), workers=workers,
+                       progress=update)
+    if progress:
+        with progress:
+            report = imp.run()
+    else:
+        report = imp.run()
+    data = report.as_dict()
+    st = data["ImportStatistics"]
+    emit(data, obj.fmt, rows=[{"statistic": k, "value": v} for k, v in st.items()] +
+         [{"statistic": "ElapsedSeconds", "value": data["ElapsedSeconds"]},
+          {"statistic": "EventsPerSecond", "value": data["EventsPerSecond"]}],
+         title=f"import {data['ImportId']}: {data['ImportStatus']}")
+    if obj.fmt != "json":
+        if st["FilesCompleted"] == 0 and st["FilesAlreadyImported"]:
+            err_console.print(f"nothing new: all {st['FilesAlreadyImported']:,} objects were imported before",
+                              highlight=False)
+        if st["FailedEntries"]:
+            err_console.print(f"{st['FailedEntries']:,} failures: `lake imports failures {data['ImportId']}`",
+                              highlight=False)
+    if st["FailedEntries"]:
+        sys.exit(1)
+
+
+@cli.group()
+def imports() -> None:
+    """Past imports: status, statistics and failures."""
+
+
+@imports.command("list")
+@click.pass_obj
+@handle_errors
+def imports_list(obj: Ctx) -> None:
+    """List imports, oldest first."""
+    from .importer import list_imports
+
+    reps = list_imports(obj.lake)
+    emit(reps, obj.fmt, rows=[{"ImportId": r["ImportId"], "Status": r["ImportStatus"],
+                               "Events": r["ImportStatistics"]["EventsCompleted"],
+                               "Failed": r["ImportStatistics"]["FailedEntries"], "Created": r["CreatedTimestamp"]}
+                              for r in reps], title="imports")
+
+
+@imports.command("show")
+@click.argument("import_id")
+@click.pass_obj
+@handle_errors
+def imports_show(obj: Ctx, import_id: str) -> None:
+    """Show one import (GetImport)."""
+    from .importer import get_import
+
+    rep = get_import(obj.lake, import_id)
+    emit(rep, obj.fmt, rows=[{"statistic": k, "value": v} for k, v in rep["ImportStatistics"].items()],
+         title=f"import {import_id}: {rep['ImportStatus']}")
+
+
+@imports.command("failures")
+@click.argument("import_id")
+@click.pass_obj
+@handle_errors
+def imports_failures(obj: Ctx, import_id: str) -> None:
+    """List the failure entries of an import (ListImportFailures)."""
+    from .importer import import_failures
+
+    emit(import_failures(obj.lake, import_id), obj.fmt, columns=["Location", "ErrorType", "ErrorMessage"],
+         title=f"failures of import {import_id}")
+
+
 # ---- integrity and maintenance ------------------------------------------------------------------------
 
 @cli.command("verify")

@@ -30,6 +30,7 @@ class Lake:
     def __init__(self, uri: str | None = None, *, storage_options: dict[str, Any] | None = None,
                  region: str | None = None, account_id: str | None = None):
         self.uri = uri or default_uri()
+        self.storage_options = storage_options
         self.storage = Storage(self.uri, storage_options)
         self.region = region or os.environ.get("LAKE_REGION", "us-east-1")
         self.account_id = account_id or os.environ.get("LAKE_ACCOUNT_ID", "123456789012")

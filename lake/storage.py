@@ -139,16 +139,18 @@ class Storage:
         return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "directory")
 
     # -- writes ---------------------------------------------------------------------------------------
-    def create(self, path: str, data: bytes) -> bool:
-        """Write `data` at `path` only if nothing is there. True if created, False if the name was taken."""
+    def create(self, path: str, data: bytes, durable: bool = True) -> bool:
+        """Write `data` at `path` only if nothing is there. True if created, False if the name was taken.
+        `durable=False` skips the fsync for files whose loss at power failure is harmless (intents, ledger)."""
         if self.local:
             full = self.full(path)
             os.makedirs(os.path.dirname(full), exist_ok=True)
             tmp = os.path.join(os.path.dirname(full), f".tmp-{uuid.uuid4().hex}")
             with open(tmp, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             try:
                 os.link(tmp, full)
                 return True

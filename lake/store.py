@@ -465,18 +465,9 @@ def _dedupe_batch(table: pa.Table) -> tuple[pa.Table, int]:
     batch: the same scope as the check against stored segments (docs/ARCHITECTURE.md section 5)."""
     if table.num_rows < 2:
         return table, 0
-    ids = table.column("eventid").to_pylist()
-    accts = table.column("recipientaccountid").to_pylist()
-    days = segments.partition_columns(table)[1].to_pylist()
-    seen: set = set()
-    keep = []
-    for k in zip(ids, accts, days):
-        if k[0] is None:
-            keep.append(True)
-        elif k in seen:
-            keep.append(False)
-        else:
-            seen.add(k)
-            keep.append(True)
-    dups = keep.count(False)
-    return (table.filter(pa.array(keep)) if dups else table), dups
+    df = pl.from_arrow(table.select(["eventid", "recipientaccountid"])).with_columns(
+        pl.from_arrow(segments.partition_columns(table)[1]).alias("d"))
+    keep = df.select((pl.col("eventid").is_null() |
+                      pl.struct("eventid", "recipientaccountid", "d").is_first_distinct()).alias("k")).to_series()
+    dups = int((~keep).sum())
+    return (table.filter(keep.to_arrow()) if dups else table), dups

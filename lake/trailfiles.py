@@ -55,6 +55,16 @@ def decode(data: bytes, name: str = "") -> list[Any]:
     raise TrailFileError(f"{name}: JSON {type(doc).__name__} is neither a record nor a list of records")
 
 
+def decode_bytes(data: bytes, name: str = "") -> bytes:
+    """Decompress gzip if needed (zip archives are left to `decode`)."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise TrailFileError(f"{name}: gzip data is damaged ({e})") from None
+    return data
+
+
 def _ndjson(text: bytes, name: str) -> list[Any]:
     out: list[Any] = []
     lines = text.split(b"\n")

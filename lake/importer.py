@@ -1,0 +1,448 @@
+"""Batch import of historical CloudTrail logs: fast, resumable, idempotent, honest about failures.
+
+Shape of a run (CloudTrail Lake's StartImport, on your own files):
+1. list the sources (files, directories, `s3://` prefixes), skip digest files and objects whose key date is
+   outside `--start/--end`, and skip objects already imported into the store (the per-store ledger of
+   (location, ETag-or-size+mtime) markers, `stores/<id>/_sources/`);
+2. cut the remaining objects, in key order, into chunks of about `chunk_bytes` and hand them to worker
+   processes, which read, decode and convert them with the fast raw-JSON path and write one segment per
+   (account, date) partition of the chunk (named with a fresh transaction id and declared by an intent);
+3. in the parent, commit each finished chunk through `Store._commit_pending`, which removes events already in
+   the store (rewriting an affected segment) and retries on concurrent commits; then record the chunk's
+   objects in the ledger and its failures under `imports/<id>/failures/`.
+
+A killed import resumes with the same id: objects in the ledger are skipped, and anything committed but
+not yet in the ledger is caught by event-level dedupe, so each event is stored exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from multiprocessing import get_context
+from typing import Any, Callable, Iterable
+
+import msgspec
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import segments
+from .errors import InvalidParameter, NotFound
+from .events import Reject, convert_raw
+from .log import now_iso
+from .schema import TIMESTAMP
+from .sources import LogObject, in_window, list_source, read_object, utc
+from .storage import Storage
+from .store import Pending, Store, keys_of, _dedupe_batch
+
+DEFAULT_CHUNK_BYTES = 24 << 20  # of uncompressed JSON per worker task (~20,000 events): bounds memory
+LEDGER = "_sources"
+
+
+@dataclass
+class ImportStatistics:
+    """GetImport's ImportStatistics, plus what a careful operator also wants to know."""
+
+    PrefixesFound: int = 0
+    PrefixesCompleted: int = 0
+    FilesFound: int = 0
+    FilesCompleted: int = 0
+    FilesAlreadyImported: int = 0
+    FilesOutsideTimeRange: int = 0
+    DigestFilesSkipped: int = 0
+    EventsCompleted: int = 0
+    DuplicatesSkipped: int = 0
+    EventsOutsideTimeRange: int = 0
+    EventsPastRetention: int = 0
+    FailedEntries: int = 0
+    BytesRead: int = 0
+
+
+@dataclass
+class ImportReport:
+    ImportId: str
+    ImportStatus: str
+    Destinations: list[str]
+    ImportSource: list[str]
+    StartEventTime: str | None
+    EndEventTime: str | None
+    CreatedTimestamp: str
+    UpdatedTimestamp: str
+    ImportStatistics: ImportStatistics = field(default_factory=ImportStatistics)
+    ElapsedSeconds: float = 0.0
+    EventsPerSecond: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---- the worker side (top-level functions so they pickle) ---------------------------------------------
+
+class _Envelope(msgspec.Struct):
+    Records: list[msgspec.Raw]
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def split_raw(data: bytes, name: str) -> list[bytes]:
+    """Raw JSON texts of the records in one log file's bytes, without building Python objects."""
+    from .trailfiles import TrailFileError, decode_bytes
+
+    if data[:4] == b"PK\x03\x04":
+        import io
+        import zipfile
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                return [r for m in sorted(z.namelist()) if not m.endswith("/")
+                        for r in split_raw(z.read(m), f"{name}!{m}")]
+        except zipfile.BadZipFile as e:
+            raise TrailFileError(f"{name}: zip archive is damaged ({e})") from None
+    data = decode_bytes(data, name)
+    head = data.lstrip()[:1]
+    try:
+        if head == b"{":
+            try:
+                return [bytes(r) for r in _ENVELOPE.decode(data).Records]
+            except msgspec.ValidationError:
+                pass  # a single record, or NDJSON
+            except msgspec.DecodeError:
+                pass  # NDJSON lines, handled below
+        elif head == b"[":
+            return [bytes(r) for r in _ARRAY.decode(data)]
+    except msgspec.DecodeError:
+        pass
+    from .trailfiles import decode
+
+    try:
+        recs = decode(data, name)
+    except TrailFileError:
+        raise
+    return [r if isinstance(r, (bytes, bytearray)) else orjson.dumps(r) for r in recs]
+
+
+def _process_chunk(task: dict) -> dict:
+    """Read, decode, convert and write one chunk of log objects; return entries, keys and accounting."""
+    storage = Storage(task["lake_uri"], task["storage_options"])
+    prefix = task["store_prefix"]
+    start, end, cutoff = task["start"], task["end"], task["cutoff"]
+    failures: list[dict] = []
+    raws: list[bytes] = []
+    owners: list[int] = []  # object index per raw record
+    files = []
+    bytes_read = 0
+    for n, obj in enumerate(task["objects"]):
+        try:
+            data = read_object(obj["uri"], task["storage_options"])
+        except (OSError, ValueError) as e:
+            failures.append(_failure(obj["key"], "ReadError", f"cannot read object: {e}"))
+            files.append({**obj, "events": 0, "ok": False})
+            continue
+        bytes_read += len(data)
+        try:
+            recs = split_raw(data, obj["key"])
+            if len(recs) == 1 and _is_digest(recs[0]):
+                files.append({**obj, "events": 0, "ok": True, "digest": True})
+                continue
+        except ValueError as e:
+            failures.append(_failure(obj["key"], getattr(e, "code", "InvalidLogFile"), str(e)))
+            files.append({**obj, "events": 0, "ok": False})
+            continue
+        raws.extend(recs)
+        owners.extend([n] * len(recs))
+        files.append({**obj, "events": 0, "ok": True})
+    conv = convert_raw(raws, size_mode=task["size_mode"])
+    for r in conv.rejects:
+        obj = task["objects"][owners[r.index]]
+        local = r.index - owners.index(owners[r.index])
+        failures.append(_failure(f"{obj['key']}#{local}", r.code, r.message))
+    table = conv.table
+    counts = {"outside": 0, "expired": 0, "dups": 0}
+    if table.num_rows:
+        t = table.column("eventtime")
+        mask = None
+        if start is not None:
+            mask = pc.greater_equal(t, pa.scalar(start, TIMESTAMP))
+        if end is not None:
+            m2 = pc.less_equal(t, pa.scalar(end, TIMESTAMP))
+            mask = m2 if mask is None else pc.and_(mask, m2)
+        if mask is not None:
+            kept = table.filter(mask)
+            counts["outside"] = table.num_rows - kept.num_rows
+            table = kept
+        kept = table.filter(pc.greater_equal(table.column("eventtime"), pa.scalar(cutoff, TIMESTAMP)))
+        counts["expired"] = table.num_rows - kept.num_rows
+        table, counts["dups"] = _dedupe_batch(kept)
+    txn = uuid.uuid4().hex
+    out = []
+    parts = segments.split_partitions(table)
+    if parts:
+        storage.create(f"{prefix}/_txn/{txn}.json",
+                       orjson.dumps({"txn": txn, "created": now_iso(), "operation": "IMPORT"}), durable=False)
+    for n, (account, date, rows) in enumerate(parts):
+        entry = segments.write_segment(storage, prefix, rows, account, date, f"part-{txn}-{n:05d}.parquet",
+                                       compression_level=1)
+        out.append({"entry": entry, "keys": keys_of(rows).to_arrow()})
+    per_file: dict[int, int] = {}
+    for i in conv.indexes:
+        per_file[owners[i]] = per_file.get(owners[i], 0) + 1
+    for n, f in enumerate(files):
+        f["events"] = per_file.get(n, 0)
+    return {"chunk": task["chunk"], "txn": txn, "segments": out, "files": files, "failures": failures,
+            "events_in": len(raws), "bytes": bytes_read, **counts}
+
+
+def _is_digest(raw: bytes) -> bool:
+    """A CloudTrail digest file (not events): recognised by its fields when its name does not say so."""
+    return b'"digestStartTime"' in raw and b'"logFiles"' in raw and b'"eventTime"' not in raw
+
+
+def _failure(location: str, error_type: str, message: str) -> dict:
+    return {"Location": location, "Status": "FAILED", "ErrorType": error_type,
+            "ErrorMessage": message.splitlines()[0][:500] if message else error_type,
+            "LastUpdatedTime": now_iso()}
+
+
+# ---- the parent side ----------------------------------------------------------------------------------
+
+def _ledger_name(obj: LogObject) -> str:
+    return hashlib.sha256(f"{obj.uri}\n{obj.identity}".encode()).hexdigest()
+
+
+def imported_objects(store: Store) -> set[str]:
+    """Ledger names of every object already imported into a store (one ledger file per committed chunk)."""
+    storage = store.lake.storage
+    done: set[str] = set()
+    for f in storage.list(f"{store.prefix}/{LEDGER}"):
+        try:
+            done.update(o["name"] for o in orjson.loads(storage.read(f.path))["objects"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a damaged ledger file only costs a re-read: events are deduplicated anyway
+    return done
+
+
+class Importer:
+    """One import run into one store. `run()` returns the report; progress goes to `progress(stats)`."""
+
+    def __init__(self, store: Store, sources: list[str], *, start: datetime | None = None,
+                 end: datetime | None = None, import_id: str | None = None, workers: int | None = None,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, storage_options: dict | None = None,
+                 progress: Callable[[ImportStatistics, int], None] | None = None, now: datetime | None = None):
+        if not sources:
+            raise InvalidParameter("give at least one import source (file, directory or s3:// prefix)")
+        self.store = store
+        self.lake = store.lake
+        self.sources = list(sources)
+        self.start, self.end = utc(start), utc(end)
+        if self.start and self.end and self.start > self.end:
+            raise InvalidParameter("--start is after --end")
+        self.import_id = import_id or str(uuid.uuid4())
+        self.workers = workers or os.cpu_count() or 1
+        self.chunk_bytes = chunk_bytes
+        self.storage_options = storage_options
+        self.progress = progress
+        self.now = now
+        self.stats = ImportStatistics()
+        self.created = now_iso()
+        self._failure_n = 0
+
+    # -- state files --------------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> str:
+        return f"imports/{self.import_id}/import.json"
+
+    def _report(self, status: str, elapsed: float = 0.0) -> ImportReport:
+        return ImportReport(self.import_id, status, [self.store.arn], self.sources,
+                            _iso(self.start), _iso(self.end), self.created, now_iso(), self.stats, round(elapsed, 3),
+                            round(self.stats.EventsCompleted / elapsed, 1) if elapsed else 0.0)
+
+    def _save(self, status: str, elapsed: float = 0.0) -> ImportReport:
+        rep = self._report(status, elapsed)
+        self.lake.storage.write(self.state_path, orjson.dumps(rep.as_dict(), option=orjson.OPT_INDENT_2))
+        return rep
+
+    def _record_failures(self, failures: list[dict]) -> None:
+        if not failures:
+            return
+        self._failure_n += 1
+        path = f"imports/{self.import_id}/failures/{time.time_ns()}-{self._failure_n:06d}.json"
+        self.lake.storage.create(path, orjson.dumps(failures))
+        self.stats.FailedEntries += len(failures)
+
+    # -- planning -----------------------------------------------------------------------------------------
+    def _plan(self) -> list[list[LogObject]]:
+        storage = self.lake.storage
+        done = imported_objects(self.store)
+        todo: list[LogObject] = []
+        prefixes = set()
+        for source in self.sources:
+            for obj in list_source(source, self.storage_options):
+                self.stats.FilesFound += 1
+                if obj.is_digest:
+                    self.stats.DigestFilesSkipped += 1
+                    continue
+                prefixes.add(obj.key.rsplit("/", 1)[0] if "/" in obj.key else "")
+                if not in_window(obj, self.start, self.end):
+                    self.stats.FilesOutsideTimeRange += 1
+                    continue
+                if _ledger_name(obj) in done:
+                    self.stats.FilesAlreadyImported += 1
+                    continue
+                todo.append(obj)
+        self.stats.PrefixesFound = len(prefixes)
+        self._prefix_files: dict[str, int] = {}
+        for o in todo:
+            p = o.key.rsplit("/", 1)[0] if "/" in o.key else ""
+            self._prefix_files[p] = self._prefix_files.get(p, 0) + 1
+        self.stats.PrefixesCompleted = len(prefixes) - len(self._prefix_files)
+        chunks, cur, size = [], [], 0
+        for obj in todo:
+            est = obj.size * (10 if obj.key.endswith(".gz") else 1)
+            if cur and size + est > self.chunk_bytes:
+                chunks.append(cur)
+                cur, size = [], 0
+            cur.append(obj)
+            size += est
+        if cur:
+            chunks.append(cur)
+        self.total_bytes = sum(o.size for o in todo)
+        return chunks
+
+    # -- running ------------------------------------------------------------------------------------------
+    def run(self) -> ImportReport:
+        md = self.store.metadata
+        if md["Status"] == "PENDING_DELETION":
+            from .errors import InactiveStore
+            raise InactiveStore(f"event data store {md['Name']} is pending deletion; restore it to import")
+        t0 = time.monotonic()
+        chunks = self._plan()
+        self._save("IN_PROGRESS")
+        now = self.now or datetime.now(timezone.utc)
+        cutoff = now - timedelta(days=md["RetentionPeriod"])
+        base = {"lake_uri": self.lake.uri, "storage_options": self.lake.storage_options,
+                "store_prefix": self.store.prefix, "start": self.start, "end": self.end, "cutoff": cutoff,
+                "size_mode": md.get("MaxEventSize", "Standard")}
+        tasks = ({**base, "chunk": n, "objects": [_obj_dict(o) for o in chunk]} for n, chunk in enumerate(chunks))
+        if self.workers <= 1 or len(chunks) <= 1:
+            for task in tasks:
+                self._absorb(_process_chunk(task), t0)
+        else:
+            ctx = get_context("spawn")
+            with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                     initializer=_worker_init) as pool:
+                pending = set()
+                for task in tasks:
+                    pending.add(pool.submit(_process_chunk, task))
+                    if len(pending) >= self.workers * 2:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for f in finished:
+                            self._absorb(f.result(), t0)
+                for f in pending:
+                    self._absorb(f.result(), t0)
+        elapsed = time.monotonic() - t0
+        status = "FAILED" if self.stats.FailedEntries else "COMPLETED"
+        return self._save(status, elapsed)
+
+    def _absorb(self, result: dict, t0: float) -> None:
+        """Commit one finished chunk, then record its objects in the ledger and its failures."""
+        st = self.stats
+        pending = [Pending(s["entry"]["account"], s["entry"]["date"], _series(s["keys"]), entry=s["entry"])
+                   for s in result["segments"]]
+        dups = result["dups"]
+        if pending:
+            _, added, d = self.store._commit_pending(pending, operation="IMPORT", txn=result["txn"],
+                                                     info={"import_id": self.import_id, "chunk": result["chunk"]})
+            dups += d
+            st.EventsCompleted += sum(e["rows"] for e in added)
+        st.DuplicatesSkipped += dups
+        st.EventsOutsideTimeRange += result["outside"]
+        st.EventsPastRetention += result["expired"]
+        st.BytesRead += result["bytes"]
+        self._record_failures(result["failures"])
+        ledger = [{"name": _ledger_name(LogObject(f["uri"], f["key"], f["size"], f["identity"])),
+                   "location": f["uri"], "identity": f["identity"], "events": f["events"]}
+                  for f in result["files"] if f["ok"]]
+        if ledger:
+            self.lake.storage.create(f"{self.store.prefix}/{LEDGER}/{result['txn']}.json",
+                                     orjson.dumps({"import_id": self.import_id, "objects": ledger}),
+                                     durable=False)
+        for f in result["files"]:
+            if f.get("digest"):
+                st.DigestFilesSkipped += 1
+            else:
+                st.FilesCompleted += 1
+            p = f["key"].rsplit("/", 1)[0] if "/" in f["key"] else ""
+            left = self._prefix_files.get(p, 0) - 1
+            self._prefix_files[p] = left
+            if left == 0:
+                st.PrefixesCompleted += 1
+        self._save("IN_PROGRESS", time.monotonic() - t0)
+        if self.progress:
+            self.progress(st, self.total_bytes)
+
+
+def _worker_init() -> None:
+    os.environ.setdefault("POLARS_MAX_THREADS", "1")
+
+
+def _series(arr):
+    import polars as pl
+    return pl.Series("k", arr)
+
+
+def _obj_dict(o: LogObject) -> dict:
+    return {"uri": o.uri, "key": o.key, "size": o.size, "identity": o.identity}
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ") if dt else None
+
+
+# ---- queries over past imports ------------------------------------------------------------------------
+
+def list_imports(lake) -> list[dict]:
+    out = []
+    for d in lake.storage.list_dirs("imports"):
+        try:
+            out.append(orjson.loads(lake.storage.read(f"imports/{d}/import.json")))
+        except FileNotFoundError:
+            continue
+    return sorted(out, key=lambda r: r.get("CreatedTimestamp", ""))
+
+
+def get_import(lake, import_id: str) -> dict:
+    try:
+        return orjson.loads(lake.storage.read(f"imports/{import_id}/import.json"))
+    except FileNotFoundError:
+        raise NotFound(f"no import {import_id!r}; `lake imports list` shows them") from None
+
+
+def import_failures(lake, import_id: str) -> list[dict]:
+    """ListImportFailures: every failure entry of an import, oldest first."""
+    get_import(lake, import_id)
+    out: list[dict] = []
+    for f in lake.storage.list(f"imports/{import_id}/failures"):
+        out.extend(orjson.loads(lake.storage.read(f.path)))
+    return out
+
+
+def resume(lake, import_id: str, **kwargs: Any) -> Importer:
+    """An importer that continues a killed or failed import with the same id, sources and window."""
+    state = get_import(lake, import_id)
+    store = lake.store(state["Destinations"][0])
+    start = datetime.fromisoformat(state["StartEventTime"].replace("Z", "+00:00")) if state["StartEventTime"] else None
+    end = datetime.fromisoformat(state["EndEventTime"].replace("Z", "+00:00")) if state["EndEventTime"] else None
+    imp = Importer(store, state["ImportSource"], start=start, end=end, import_id=import_id, **kwargs)
+    imp.created = state["CreatedTimestamp"]
+    return imp
+
+
+__all__ = ["Importer", "ImportReport", "ImportStatistics", "list_imports", "get_import", "import_failures",
+           "resume", "split_raw"]
