@@ -322,6 +322,19 @@ class Importer:
             from .errors import InactiveStore
             raise InactiveStore(f"event data store {md['Name']} is pending deletion; restore it to import")
         t0 = time.monotonic()
+        pool = None
+        if self.workers > 1:
+            # start the workers first: their imports (~1 s each) overlap with listing the sources
+            pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"))
+            for _ in range(self.workers):
+                pool.submit(_worker_ready)
+        try:
+            return self._run(t0, pool, md)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, t0: float, pool, md: dict) -> ImportReport:
         chunks = self._plan()
         self._save("IN_PROGRESS")
         now = self.now or datetime.now(timezone.utc)
@@ -330,22 +343,19 @@ class Importer:
                 "store_prefix": self.store.prefix, "start": self.start, "end": self.end, "cutoff": cutoff,
                 "size_mode": md.get("MaxEventSize", "Standard")}
         tasks = ({**base, "chunk": n, "objects": [_obj_dict(o) for o in chunk]} for n, chunk in enumerate(chunks))
-        if self.workers <= 1 or len(chunks) <= 1:
+        if pool is None or len(chunks) <= 1:
             for task in tasks:
                 self._absorb(_process_chunk(task), t0)
         else:
-            ctx = get_context("spawn")
-            with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
-                                     initializer=_worker_init) as pool:
-                pending = set()
-                for task in tasks:
-                    pending.add(pool.submit(_process_chunk, task))
-                    if len(pending) >= self.workers * 2:
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for f in finished:
-                            self._absorb(f.result(), t0)
-                for f in pending:
-                    self._absorb(f.result(), t0)
+            pending = set()
+            for task in tasks:
+                pending.add(pool.submit(_process_chunk, task))
+                if len(pending) >= self.workers * 2:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        self._absorb(f.result(), t0)
+            for f in pending:
+                self._absorb(f.result(), t0)
         elapsed = time.monotonic() - t0
         status = "FAILED" if self.stats.FailedEntries else "COMPLETED"
         return self._save(status, elapsed)
@@ -388,8 +398,10 @@ class Importer:
             self.progress(st, self.total_bytes)
 
 
-def _worker_init() -> None:
-    os.environ.setdefault("POLARS_MAX_THREADS", "1")
+def _worker_ready() -> bool:
+    """A no-op task that makes a fresh worker import the converter's libraries right away."""
+    from . import events, segments  # noqa: F401
+    return True
 
 
 def _series(arr):
