@@ -422,6 +422,37 @@ def vacuum_cmd(obj: Ctx, ref: str | None, grace_hours: float, do_apply: bool) ->
          title="vacuum" + ("" if do_apply else " (dry run: add --apply)"))
 
 
+# ---- data sets -----------------------------------------------------------------------------------------
+
+@cli.group()
+def datasets() -> None:
+    """Generated CloudTrail data sets for tests, benchmarks and demos."""
+
+
+@datasets.command("generate")
+@click.option("--events", type=int, required=True, help="Number of events.")
+@click.option("--days", type=int, default=30, show_default=True, help="Days of activity, ending now.")
+@click.option("--accounts", type=int, default=3, show_default=True, help="AWS accounts.")
+@click.option("--regions", type=int, default=2, show_default=True, help="Regions per account.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same files).")
+@click.option("--anomalies/--no-anomalies", default=False, show_default=True,
+              help="Inject labelled call-rate bursts and error spikes (listed in OUT/anomalies.json).")
+@click.option("--workers", type=int, help="Generator processes (default: one per core).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.pass_obj
+@handle_errors
+def datasets_generate(obj: Ctx, events, days, accounts, regions, seed, anomalies, workers, out) -> None:
+    """Write realistic gzip trail logs in the S3 trail layout (AWSLogs/<account>/CloudTrail/<region>/...)."""
+    from .datagen import generate_dataset
+
+    with progress_bar("generating", total=events) as update:
+        summary = generate_dataset(out, events=events, days=days, accounts=accounts, regions=regions, seed=seed,
+                                   anomalies=anomalies, workers=workers, progress=update)
+    rows = [{"field": k, "value": v} for k, v in summary.items() if k != "anomalies"]
+    rows.append({"field": "anomalies", "value": len(summary.get("anomalies") or [])})
+    emit(summary, obj.fmt, rows=rows, title=f"data set in {out}")
+
+
 # ---- the main job -------------------------------------------------------------------------------------
 
 @cli.command("demo")
