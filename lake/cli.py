@@ -457,7 +457,7 @@ def datasets_generate(obj: Ctx, events, days, accounts, regions, seed, anomalies
 
 @cli.command("demo")
 @click.option("--events", type=int, default=20_000, show_default=True, help="Sample events to generate.")
-@click.option("--days", type=int, default=7, show_default=True, help="Days of activity to generate.")
+@click.option("--days", type=int, default=2, show_default=True, help="Days of activity to generate.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed (same seed, same logs).")
 @click.pass_obj
 @handle_errors
@@ -466,26 +466,26 @@ def demo_cmd(obj: Ctx, events: int, days: int, seed: int) -> None:
     import polars as pl
 
     from .generate import generate
-    from .trailfiles import decode
 
     lk = obj.lake
     try:
         st = lk.store("demo")
     except LakeError:
         st = lk.create_store("demo", retention_days=3653)
+    from .importer import Importer
+
     with tempfile.TemporaryDirectory() as tmp:
         files = generate(tmp, events=events, days=days, seed=seed)
         err_console.print(f"generated {events:,} events in {len(files)} trail log files", highlight=False)
-        batch: list = []
-        appended = dups = 0
-        with progress_bar("importing", total=len(files)) as update:
-            for n, path in enumerate(files, 1):
-                with open(path, "rb") as f:
-                    batch += decode(f.read(), path)
-                if len(batch) >= 50_000 or n == len(files):
-                    r = st.append(batch, source="import")
-                    appended, dups, batch = appended + r.appended, dups + r.duplicates, []
-                update(n)
+        progress, update = _import_progress(True)
+        imp = Importer(st, [tmp], progress=update)
+        if progress:
+            with progress:
+                report = imp.run()
+        else:
+            report = imp.run()
+    appended = report.ImportStatistics.EventsCompleted
+    dups = report.ImportStatistics.DuplicatesSkipped
     err_console.print(f"store {st.name!r} at {escape(lk.uri)}: +{appended:,} events, {dups:,} duplicates skipped",
                       highlight=False)
     lf = st.scan()

@@ -322,21 +322,18 @@ class Importer:
             from .errors import InactiveStore
             raise InactiveStore(f"event data store {md['Name']} is pending deletion; restore it to import")
         t0 = time.monotonic()
+        chunks = self._plan()
+        self._save("IN_PROGRESS")
         pool = None
-        if self.workers > 1:
-            # start the workers first: their imports (~1 s each) overlap with listing the sources
-            pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"))
-            for _ in range(self.workers):
-                pool.submit(_worker_ready)
+        if self.workers > 1 and len(chunks) > 1:  # one chunk is faster inline than spawning workers
+            pool = ProcessPoolExecutor(max_workers=min(self.workers, len(chunks)), mp_context=get_context("spawn"))
         try:
-            return self._run(t0, pool, md)
+            return self._run(t0, pool, md, chunks)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _run(self, t0: float, pool, md: dict) -> ImportReport:
-        chunks = self._plan()
-        self._save("IN_PROGRESS")
+    def _run(self, t0: float, pool, md: dict, chunks: list) -> ImportReport:
         now = self.now or datetime.now(timezone.utc)
         cutoff = now - timedelta(days=md["RetentionPeriod"])
         base = {"lake_uri": self.lake.uri, "storage_options": self.lake.storage_options,
@@ -396,12 +393,6 @@ class Importer:
         self._save("IN_PROGRESS", time.monotonic() - t0)
         if self.progress:
             self.progress(st, self.total_bytes)
-
-
-def _worker_ready() -> bool:
-    """A no-op task that makes a fresh worker import the converter's libraries right away."""
-    from . import events, segments  # noqa: F401
-    return True
 
 
 def _series(arr):
