@@ -175,9 +175,11 @@ def convert(records: Iterable[Any], *, size_mode: str = limits.STANDARD, locatio
     jsons: list[str] = []
     truncated = 0
     for i, rec in enumerate(records):
+        text = None
         if isinstance(rec, (bytes, bytearray, memoryview, str)):
+            text = compact_json(bytes(rec) if not isinstance(rec, str) else rec.encode())
             try:
-                rec = orjson.loads(rec)
+                rec = orjson.loads(text)
             except orjson.JSONDecodeError as e:
                 rejects.append(Reject(i, "InvalidJson", f"record is not valid JSON: {e}", location))
                 continue
@@ -185,7 +187,7 @@ def convert(records: Iterable[Any], *, size_mode: str = limits.STANDARD, locatio
             rejects.append(Reject(i, "NotAnObject", f"record is a JSON {type(rec).__name__}, not an object",
                                   location))
             continue
-        raw = orjson.dumps(rec)
+        raw = text if (text is not None and not field_caps) else orjson.dumps(rec)
         if not field_caps and len(raw) <= max_bytes:
             kept.append(rec)
             idx.append(i)
@@ -274,6 +276,19 @@ def _to_table(recs: list[dict], jsons: list[str], eventtime: pa.Array) -> pa.Tab
                                          type=pa.string())
     cols["eventtime"] = eventtime.cast(schema.TIMESTAMP) if len(eventtime) else pa.array([], schema.TIMESTAMP)
     return pa.table([cols[f.name] for f in schema.EVENT_SCHEMA], schema=schema.EVENT_SCHEMA)
+
+
+def compact_json(raw: bytes) -> bytes:
+    """A received record's JSON text without insignificant whitespace; strings and numbers untouched.
+
+    This is what `eventjson` stores for raw input, so a pretty-printed record gets the same text and
+    checksum whichever conversion path reads it. Minified text (CloudTrail's own) is returned as is."""
+    if b"\n" in raw or b'": ' in raw or b'", ' in raw or raw[:1].isspace() or raw[-1:].isspace():
+        try:
+            return msgspec.json.format(raw, indent=-1)
+        except msgspec.DecodeError:
+            return raw  # invalid JSON: left for the caller to reject with its parse error
+    return raw
 
 
 def checksum(eventjson: str) -> str:
@@ -366,7 +381,7 @@ def convert_raw(raws: list, *, size_mode: str = limits.STANDARD, location: str =
     the import path for events CloudTrail already delivered.
     """
     max_bytes = limits.MAX_EVENT_BYTES[size_mode]
-    raws = [bytes(r) for r in raws]
+    raws = [compact_json(bytes(r)) for r in raws]
     if not raws:
         return convert([], size_mode=size_mode, location=location, field_caps=False)
     if any(len(r) > max_bytes for r in raws):

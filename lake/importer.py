@@ -204,6 +204,10 @@ def _is_digest(raw: bytes) -> bool:
     return b'"digestStartTime"' in raw and b'"logFiles"' in raw and b'"eventTime"' not in raw
 
 
+def _failure_key(f: dict) -> tuple:
+    return (f["Location"], f["ErrorType"], f["ErrorMessage"])
+
+
 def _failure(location: str, error_type: str, message: str) -> dict:
     return {"Location": location, "Status": "FAILED", "ErrorType": error_type,
             "ErrorMessage": message.splitlines()[0][:500] if message else error_type,
@@ -252,6 +256,7 @@ class Importer:
         self.stats = ImportStatistics()
         self.created = now_iso()
         self._failure_n = 0
+        self._recorded: set[tuple] = set()
 
     # -- state files --------------------------------------------------------------------------------------
     @property
@@ -269,6 +274,10 @@ class Importer:
         return rep
 
     def _record_failures(self, failures: list[dict]) -> None:
+        """Store new failure entries; a resumed import meets the same bad objects again and must not list
+        them twice."""
+        failures = [f for f in failures if _failure_key(f) not in self._recorded]
+        self._recorded.update(map(_failure_key, failures))
         if not failures:
             return
         self._failure_n += 1
@@ -444,6 +453,9 @@ def resume(lake, import_id: str, **kwargs: Any) -> Importer:
     end = datetime.fromisoformat(state["EndEventTime"].replace("Z", "+00:00")) if state["EndEventTime"] else None
     imp = Importer(store, state["ImportSource"], start=start, end=end, import_id=import_id, **kwargs)
     imp.created = state["CreatedTimestamp"]
+    previous = import_failures(lake, import_id)
+    imp._recorded = set(map(_failure_key, previous))
+    imp.stats.FailedEntries = len(previous)
     return imp
 
 
