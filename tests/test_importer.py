@@ -758,3 +758,14 @@ def test_stored_eventjson_does_not_depend_on_other_files_in_the_chunk(tmp_path):
     assert checksums(a) == checksums(b), "same file, same events, different eventjsonchecksum"
     assert ja == jb
     assert not any("\n" in j for j in ja), "eventjson is not compact"
+
+
+def test_a_source_with_a_trail_tree_reads_only_the_tree(tmp_path):
+    """Files beside AWSLogs/ (labels, notes) are not logs: only the trail tree is read, as StartImport does."""
+    from lake.generate import generate
+    from lake.sources import list_source
+
+    generate(str(tmp_path), events=50, days=1, seed=2)
+    (tmp_path / "anomalies.json").write_text('{"anomalies": []}')
+    keys = [o.key for o in list_source(str(tmp_path))]
+    assert keys and all(k.startswith("AWSLogs/") for k in keys)
