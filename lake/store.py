@@ -55,7 +55,7 @@ class AppendResult:
 class _KeyCache:
     """Dedupe keys of immutable segments, shared by all stores of a process and bounded by total keys."""
 
-    def __init__(self, max_keys: int = 4_000_000):
+    def __init__(self, max_keys: int = 2_000_000):
         self._data: OrderedDict[str, pl.Series] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
