@@ -56,6 +56,7 @@ class ImportStatistics:
     FilesAlreadyImported: int = 0
     FilesOutsideTimeRange: int = 0
     DigestFilesSkipped: int = 0
+    NonEventFilesSkipped: int = 0
     EventsCompleted: int = 0
     DuplicatesSkipped: int = 0
     EventsOutsideTimeRange: int = 0
@@ -151,6 +152,9 @@ def _process_chunk(task: dict) -> dict:
             if len(recs) == 1 and _is_digest(recs[0]):
                 files.append({**obj, "events": 0, "ok": True, "digest": True})
                 continue
+            if len(recs) == 1 and not _looks_like_event(recs[0]):
+                files.append({**obj, "events": 0, "ok": True, "other": True})
+                continue
         except ValueError as e:
             failures.append(_failure(obj["key"], getattr(e, "code", "InvalidLogFile"), str(e)))
             files.append({**obj, "events": 0, "ok": False})
@@ -202,6 +206,13 @@ def _process_chunk(task: dict) -> dict:
 def _is_digest(raw: bytes) -> bool:
     """A CloudTrail digest file (not events): recognised by its fields when its name does not say so."""
     return b'"digestStartTime"' in raw and b'"logFiles"' in raw and b'"eventTime"' not in raw
+
+
+def _looks_like_event(raw: bytes) -> bool:
+    """False for a lone JSON document that has none of the fields every CloudTrail event carries (a label
+    file, a manifest, an API response saved next to the logs): such a file is skipped, not failed."""
+    return any(k in raw for k in (b'"eventVersion"', b'"eventTime"', b'"eventID"', b'"eventName"',
+                                  b'"eventSource"'))
 
 
 def _failure_key(f: dict) -> tuple:
@@ -392,6 +403,8 @@ class Importer:
         for f in result["files"]:
             if f.get("digest"):
                 st.DigestFilesSkipped += 1
+            elif f.get("other"):
+                st.NonEventFilesSkipped += 1
             else:
                 st.FilesCompleted += 1
             p = f["key"].rsplit("/", 1)[0] if "/" in f["key"] else ""

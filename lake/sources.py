@@ -112,7 +112,7 @@ def list_source(source: str, storage_options: dict | None = None) -> Iterator[Lo
                     st = os.stat(full)
                     found.append(_obj(full, os.path.relpath(full, root).replace(os.sep, "/"), st.st_size,
                                       f"{st.st_size}-{st.st_mtime_ns}"))
-        yield from _trail_only(found)
+        yield from sorted(found, key=lambda o: o.key)
         return
     base = source.split("://", 1)[1].rstrip("/")
     if fs.isfile(base):
@@ -126,15 +126,7 @@ def list_source(source: str, storage_options: dict | None = None) -> Iterator[Lo
         found.append(_obj(f"{proto}://{path}", path[len(base) + 1:], int(info.get("size") or 0), _etag(info)))
     if not found and not fs.exists(base):
         raise FileNotFoundError(f"import source {source!r} does not exist or is empty")
-    yield from _trail_only(found)
-
-
-def _trail_only(found: list[LogObject]) -> list[LogObject]:
-    """Sorted objects; when the source holds a trail tree (`AWSLogs/...`), only the objects inside it, as
-    CloudTrail's StartImport reads only the CloudTrail prefix (labels, manifests and notes beside it are
-    not logs)."""
-    trail = [o for o in found if o.key.startswith("AWSLogs/")]
-    return sorted(trail or found, key=lambda o: o.key)
+    yield from sorted(found, key=lambda o: o.key)
 
 
 def _etag(info: dict) -> str:

@@ -760,12 +760,15 @@ def test_stored_eventjson_does_not_depend_on_other_files_in_the_chunk(tmp_path):
     assert not any("\n" in j for j in ja), "eventjson is not compact"
 
 
-def test_a_source_with_a_trail_tree_reads_only_the_tree(tmp_path):
-    """Files beside AWSLogs/ (labels, notes) are not logs: only the trail tree is read, as StartImport does."""
+def test_files_that_are_not_events_are_skipped_not_failed(tmp_path):
+    """A label file beside the logs (e.g. `lake datasets generate --anomalies` writes anomalies.json) has
+    none of the fields every event carries: it is skipped and counted, not reported as a failure."""
     from lake.generate import generate
-    from lake.sources import list_source
 
-    generate(str(tmp_path), events=50, days=1, seed=2)
-    (tmp_path / "anomalies.json").write_text('{"anomalies": []}')
-    keys = [o.key for o in list_source(str(tmp_path))]
-    assert keys and all(k.startswith("AWSLogs/") for k in keys)
+    generate(str(tmp_path / "src"), events=50, days=1, seed=2)
+    (tmp_path / "src" / "anomalies.json").write_text('{"anomalies": [{"type": "call-rate-burst"}]}')
+    st = new_store(Lake(str(tmp_path / "lake")), "labels")
+    rep = Importer(st, [str(tmp_path / "src")], workers=1).run()
+    assert rep.ImportStatus == "COMPLETED"
+    assert rep.ImportStatistics.NonEventFilesSkipped == 1 and rep.ImportStatistics.FailedEntries == 0
+    assert rep.ImportStatistics.EventsCompleted == 50
