@@ -291,23 +291,6 @@ def compact_json(raw: bytes) -> bytes:
     return raw
 
 
-def checksum(eventjson: str) -> str:
-    """The stored `eventjsonchecksum` of an `eventjson` string."""
-    return hashlib.sha256(eventjson.encode()).hexdigest()
-
-
-def dedupe_keys(table: pa.Table) -> list[tuple[str | None, str | None]]:
-    """(eventid, recipientaccountid) per row: the store's primary key."""
-    return list(zip(table.column("eventid").to_pylist(), table.column("recipientaccountid").to_pylist()))
-
-
-def empty_table() -> pa.Table:
-    return schema.EVENT_SCHEMA.empty_table()
-
-
-__all__ = ["Reject", "Converted", "convert", "checksum", "infer_category", "empty_table"]
-
-
 # ---- the fast path for raw JSON texts (trail log imports) -------------------------------------------
 
 def _fast_type(spec) -> pa.DataType:
@@ -525,3 +508,6 @@ def _get_path(d: Any, path: tuple) -> Any:
             return None
         d = d.get(key)
     return d
+
+
+__all__ = ["Reject", "Converted", "convert", "convert_raw", "compact_json", "infer_category"]

@@ -109,19 +109,6 @@ def entries_to_table(entries: list[dict], version: int) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SEGMENT_SCHEMA)
 
 
-def table_to_entries(table: pa.Table) -> list[dict]:
-    """The inverse of entries_to_table, for commit files."""
-    out = []
-    for r in table.to_pylist():
-        e = {k: r[k] for k in ("path", "rows", "bytes", "sha256", "account", "date")}
-        for k in ("eventtime_min", "eventtime_max"):
-            e[k] = r[k].strftime("%Y-%m-%dT%H:%M:%S.%fZ") if r[k] is not None else None
-        e["stats"] = {c: {"min": r[f"{c}_min"], "max": r[f"{c}_max"], "values": r[f"{c}_values"]}
-                      for c in STAT_COLUMNS}
-        out.append(e)
-    return out
-
-
 @dataclass
 class Log:
     """The `_log/` directory of one store."""

@@ -90,13 +90,6 @@ class Storage:
             return os.path.exists(self.full(path))
         return self.fs.exists(self.full(path))
 
-    def info(self, path: str) -> FileInfo:
-        if self.local:
-            st = os.stat(self.full(path))
-            return FileInfo(path, st.st_size, st.st_mtime)
-        d = self.fs.info(self.full(path))
-        return FileInfo(path, int(d.get("size") or 0), _mtime(d))
-
     def list(self, prefix: str) -> list[FileInfo]:
         """Every file under `prefix` (recursive), relative paths; empty if the prefix does not exist.
         Local `.tmp-` scratch files of `create`/`write` are not listed: a writer killed inside them leaves
@@ -218,13 +211,6 @@ class Storage:
     def scan_target(self, path: str) -> str:
         """What polars/pyarrow should open for a file: a local path or a full URI."""
         return self.uri_of(path)
-
-    def pyarrow_filesystem(self):
-        """A pyarrow filesystem for reading many files (None for local paths)."""
-        if self.local:
-            return None
-        import pyarrow.fs as pafs
-        return pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
 
     def polars_storage_options(self) -> dict[str, Any] | None:
         """Options for polars' native object-store reader, derived from the fsspec settings."""
