@@ -32,3 +32,31 @@ class ReadOnlyError(LakeError):
     """Events are immutable: nothing updates or deletes an individual event."""
 
     code = "UnsupportedOperationException"
+
+
+class SqlError(LakeError):
+    """A query that cannot run: bad syntax, an unknown table or column, an unsupported construct, or a runtime
+    error of the query itself (a failed CAST). `line`/`col` (1-based) point at the construct when known."""
+
+    code = "InvalidQueryStatementException"
+
+    def __init__(self, message: str, line: int | None = None, col: int | None = None):
+        self.message = message
+        self.line = line
+        self.col = col
+        where = f" (line {line}, column {col})" if line else ""
+        super().__init__(f"{message}{where}")
+
+    def caret(self, sql: str) -> str:
+        """The offending source line with a caret under the column, or "" when the position is unknown."""
+        if not self.line:
+            return ""
+        lines = sql.splitlines() or [""]
+        if self.line > len(lines):
+            return ""
+        text = lines[self.line - 1]
+        return f"{text}\n{' ' * max((self.col or 1) - 1, 0)}^"
+
+
+class QueryCancelled(LakeError):
+    code = "QueryCancelledException"

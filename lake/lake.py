@@ -164,6 +164,16 @@ class Lake:
         return self._open(store_id)
 
 
+def _sql(self, query: str, *, arrow: bool = False):
+    """Run a CloudTrail Lake SQL query; a polars DataFrame (or a pyarrow Table with `arrow=True`)."""
+    from .query import run
+    df = run(self, query).df
+    return df.to_arrow() if arrow else df
+
+
+Lake.sql = _sql  # type: ignore[attr-defined]
+
+
 def connect(uri: str | None = None, **kwargs: Any) -> Lake:
     """Open (or start) a lake at a local directory or fsspec URI; default `./lake-data` or `$LAKE_URI`."""
     return Lake(uri, **kwargs)
