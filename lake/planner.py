@@ -699,9 +699,7 @@ def _output_name(p: exp.Expression, i: int) -> str:
     elif isinstance(p, exp.Dot):
         name = p.expression.name
     else:
-        name = f"_col{i}"
-    if name.startswith("_col_") and name[5:].isdigit():  # sqlglot's generated names; Trino says _colN
-        name = f"_col{name[5:]}"
+        name = f"_col_{i}"
     return name
 
 

@@ -71,7 +71,8 @@ def plan(lake, sql: str, *, now: datetime | None = None) -> Plan:
     tree = qualify_tree(tree, tables)
     planner = Planner(tables, now=now or datetime.now(timezone.utc))
     rel = planner.plan(tree)
-    names = [n for n, _ in rel.outputs]
+    # sqlglot names unnamed columns `_col_N`; Trino (and CloudTrail Lake) call them `_colN`
+    names = [f"_col{n[5:]}" if n.startswith("_col_") and n[5:].isdigit() else n for n, _ in rel.outputs]
     lf = rel.lf.select([pl.col(c).alias(f"__out{i}") for i, (_, c) in enumerate(rel.outputs)])
     return Plan(lf, names, planner, text)
 
@@ -87,6 +88,9 @@ def _stats(p: Plan, rows: int, ms: int) -> QueryStatistics:
     return s
 
 
+_CANCELLED: list = []
+
+
 def _collect(lf: pl.LazyFrame, cancel: threading.Event | None) -> pl.DataFrame:
     if cancel is None:
         return lf.collect()
@@ -94,6 +98,10 @@ def _collect(lf: pl.LazyFrame, cancel: threading.Event | None) -> pl.DataFrame:
     while True:
         if cancel.is_set():
             handle.cancel()
+            # keep the handle alive: dropping it while polars' worker still sends its (cancelled) result
+            # makes that worker panic with a backtrace on stderr
+            _CANCELLED.append(handle)
+            del _CANCELLED[:-32]
             raise QueryCancelled("the query was cancelled")
         out = handle.fetch()
         if out is not None:

@@ -34,6 +34,9 @@ HIDDEN_COLUMNS = frozenset(["eventjson", "eventjsonchecksum", *FLAT_FIELDS])
 _WRITE_NODES = (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter, exp.Command,
                 exp.TruncateTable, exp.Grant, exp.Set, exp.Use, exp.Transaction, exp.Commit, exp.Rollback,
                 exp.Copy, exp.LoadData, exp.Pragma, exp.Describe)
+_WRITE_VERB = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(INSERT|UPDATE|DELETE|MERGE|CREATE|DROP|ALTER|TRUNCATE|"
+                         r"GRANT|REVOKE|CALL|COMMENT|REFRESH|SET|RESET|USE|START|COMMIT|ROLLBACK|PREPARE|"
+                         r"EXECUTE|DEALLOCATE|VACUUM|COPY|REPLACE|UPSERT)\b", re.IGNORECASE | re.DOTALL)
 _STORE_REF = re.compile(r"""[^\s,();"'`]+""")
 _TOKEN_REPR = re.compile(r"<Token token_type: TokenType\.(\w+), text: (.*?), line: \d+, col: \d+.*?>")
 _MISSING = re.compile(r"Required keyword: '(\w+)' missing for <class 'sqlglot\.expressions\.(?:\w+\.)*(\w+)'>")
@@ -135,6 +138,10 @@ def parse(sql: str) -> tuple[exp.Query, str]:
     """Parse and refuse anything that is not one query. Returns the tree and the text it was parsed from."""
     if not sql or not sql.strip():
         raise SqlError("the query is empty")
+    verb = _WRITE_VERB.match(sql)
+    if verb:  # refused even when the rest would not parse (e.g. an unquoted store id after INSERT INTO)
+        raise ReadOnlyError(f"{verb.group(1).upper()} is not allowed: event data stores are read-only; "
+                            "only SELECT queries run")
     text = quote_store_refs(sql)
     try:
         statements = sqlglot.parse(text, read=DIALECT)
