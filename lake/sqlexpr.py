@@ -458,9 +458,13 @@ def _escape(node: exp.Escape, ctx: Ctx) -> pl.Expr:
     return _like(node.this, ctx, esc)
 
 
+def _is_in(subject: pl.Expr, values: pl.Series) -> pl.Expr:
+    return subject.is_in(pl.lit(values).implode(), nulls_equal=False)
+
+
 def in_values(subject: pl.Expr, values: list, has_null: bool) -> pl.Expr:
     """SQL IN over constant values: NULL subject -> NULL; not found but NULL in list -> NULL."""
-    found = subject.is_in(pl.Series(values) if values else pl.Series([], dtype=pl.String), nulls_equal=False)
+    found = _is_in(subject, pl.Series(values) if values else pl.Series([], dtype=pl.String))
     if has_null:
         found = pl.when(found).then(True).otherwise(None)
     return pl.when(subject.is_null()).then(None).otherwise(found)
@@ -492,7 +496,7 @@ def _in(node: exp.In, ctx: Ctx) -> pl.Expr:
     if consts or not others:
         if consts and isinstance(st, pl.Datetime):
             s = pl.Series(consts, dtype=TS)
-            result = pl.when(subject.is_null()).then(None).otherwise(subject.is_in(s))
+            result = pl.when(subject.is_null()).then(None).otherwise(_is_in(subject, s))
             if has_null:
                 result = pl.when(result).then(True).otherwise(None)
         else:
@@ -500,7 +504,7 @@ def _in(node: exp.In, ctx: Ctx) -> pl.Expr:
                 s = pl.Series(consts, dtype=st if st != pl.Null else None, strict=True)
             except Exception:  # noqa: BLE001 - mixed literal types: let polars find a common type
                 s = pl.Series(consts)
-            result = pl.when(subject.is_null()).then(None).otherwise(subject.is_in(s, nulls_equal=False))
+            result = pl.when(subject.is_null()).then(None).otherwise(_is_in(subject, s))
             if has_null:
                 result = pl.when(result).then(True).otherwise(None)
     for it in others:
