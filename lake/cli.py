@@ -453,6 +453,56 @@ def datasets_generate(obj: Ctx, events, days, accounts, regions, seed, anomalies
     emit(summary, obj.fmt, rows=rows, title=f"data set in {out}")
 
 
+# ---- SQL ----------------------------------------------------------------------------------------------
+
+@cli.command("sql")
+@click.option("-c", "--command", "command", metavar="SQL", help="Run these statements (end each with ;) and exit.")
+@click.option("-f", "--file", "file", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+              help="Run the statements in FILE ('-' for stdin) and exit.")
+@click.option("--format", "result_fmt", type=click.Choice(["table", "csv", "json", "jsonl", "parquet"]),
+              help="Result format (default: the global --format, table or json). See docs/sql.md.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the result to FILE instead of stdout (one statement; required for parquet).")
+@click.option("--stats", is_flag=True, help="Print each query's QueryStatistics as one JSON line on stderr.")
+@click.option("--lake", "--uri", "uri", metavar="URI", help="Lake location (overrides the global --lake).")
+@click.pass_obj
+@handle_errors
+def sql_cmd(obj: Ctx, command, file, result_fmt, output, stats, uri) -> None:
+    """Query the stores with SQL (CloudTrail Lake's Trino dialect; FROM names a store). With -c SQL, -f FILE
+    or SQL on stdin it runs the statements and exits: status 1 after a query error, 2 for a usage error.
+    On a terminal it starts a shell with history, multi-line input, completion and dot commands (.help);
+    Ctrl-C cancels a running query. Details in docs/sql.md."""
+    import shutil
+
+    from . import shell
+
+    if command is not None and file is not None:
+        raise click.UsageError("give -c SQL or -f FILE, not both")
+    fmt = result_fmt or obj.fmt
+    if uri:
+        obj.uri = uri
+    text = None  # None: the interactive shell
+    if command is not None or file is not None or not sys.stdin.isatty():
+        if command is not None:
+            text = command
+        else:
+            with click.open_file(file or "-") as f:
+                text = f.read()
+        units = shell.script_units(text)
+        if not units:
+            raise click.UsageError("no SQL given: use -c SQL, -f FILE or pipe statements on stdin")
+        if fmt == "parquet" and not output:
+            raise click.UsageError("--format parquet writes a binary file: add --output FILE")
+        queries = sum(kind == "sql" for kind, _ in units)
+        if output and queries > 1:
+            raise click.UsageError(f"--output takes the result of one statement, not {queries}")
+    tty = sys.stdout.isatty()
+    session = shell.Session(obj.lake, fmt=fmt, stats=stats, output=output, color=tty,
+                            width=shutil.get_terminal_size().columns if tty else None,
+                            spinner=err_console.is_terminal)
+    sys.exit(shell.interactive(session) if text is None else shell.run_script(text, session))
+
+
 # ---- the main job -------------------------------------------------------------------------------------
 
 @cli.command("demo")
