@@ -513,8 +513,6 @@ def sql_cmd(obj: Ctx, command, file, result_fmt, output, stats, uri) -> None:
 @handle_errors
 def demo_cmd(obj: Ctx, events: int, days: int, seed: int) -> None:
     """Generate sample trail logs, import them into the store `demo`, verify it and run example queries."""
-    import polars as pl
-
     from .generate import generate
 
     lk = obj.lake
@@ -538,12 +536,14 @@ def demo_cmd(obj: Ctx, events: int, days: int, seed: int) -> None:
     dups = report.ImportStatistics.DuplicatesSkipped
     err_console.print(f"store {st.name!r} at {escape(lk.uri)}: +{appended:,} events, {dups:,} duplicates skipped",
                       highlight=False)
-    lf = st.scan()
-    top = (lf.group_by("eventsource", "eventname").agg(pl.len().alias("events"))
-           .sort("events", descending=True).limit(10).collect())
-    errs = (lf.filter(pl.col("errorcode").is_not_null())
-            .group_by("useridentity_arn", "errorcode").agg(pl.len().alias("events"))
-            .sort("events", descending=True).limit(5).collect())
+    queries = {
+        "top 10 actions": "SELECT eventSource, eventName, count(*) AS events FROM demo "
+                          "GROUP BY eventSource, eventName ORDER BY events DESC LIMIT 10",
+        "who gets errors": "SELECT userIdentity.arn AS principal, errorCode, count(*) AS events FROM demo "
+                           "WHERE errorCode IS NOT NULL GROUP BY 1, 2 ORDER BY events DESC LIMIT 5",
+    }
+    results = {title: lk.sql(q) for title, q in queries.items()}
+    top, errs = results["top 10 actions"], results["who gets errors"]
     from .verify import verify
 
     result = verify(lk, "demo")
@@ -553,8 +553,9 @@ def demo_cmd(obj: Ctx, events: int, days: int, seed: int) -> None:
         emit({"store": st.name, "appended": appended, "duplicates": dups, "top_actions": top.to_dicts(),
               "who_gets_errors": errs.to_dicts(), "verify": s}, obj.fmt)
     else:
-        emit(top.to_dicts(), obj.fmt, title="top 10 actions")
-        emit(errs.to_dicts(), obj.fmt, title="who gets errors")
+        for title, q in queries.items():
+            err_console.print(f"[dim]lake sql -c \"{escape(q)}\"[/dim]", highlight=False)
+            emit(results[title].to_dicts(), obj.fmt, title=title)
     err_console.print(f"verify: {'OK' if result['ok'] else 'FAILED'} - {s['segments']} segments, "
                       f"{s['events']:,} events, {s['bytes_hashed']:,} bytes hashed", highlight=False)
 
