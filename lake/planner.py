@@ -431,7 +431,10 @@ class Planner:
             desc.append(bool(o.args.get("desc")))
             nulls_last.append(not o.args.get("nulls_first"))
         try:
-            lf = lf.select(exprs + extra)
+            # with_columns, not select: constants (`SELECT 'x' FROM t`) must give one value per input row
+            names = [e.meta.output_name() for e in exprs + extra]
+            lf = lf.with_columns(exprs + extra).select(names) if replace or env.columns else \
+                lf.select(exprs + extra)
         except pl.exceptions.PolarsError as e:
             raise SqlError(f"cannot plan the SELECT list: {str(e).splitlines()[0]}") from None
         if sel.args.get("distinct"):

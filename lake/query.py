@@ -121,20 +121,15 @@ def run(lake, sql: str, *, cancel: threading.Event | None = None, now: datetime 
         df = _collect(p.lf, cancel)
     except QueryCancelled:
         raise
-    except CastFailed as e:
-        raise SqlError(str(e)) from None
+    except CastFailed as e:  # a strict CAST or a Trino function that fails on its input
+        raise SqlError(str(e).strip().splitlines()[0]) from None
     except pl.exceptions.PolarsError as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "CastFailed" in msg or "CAST to" in msg:
-            m = re.search(r"CAST to .*", str(e))
-            msg = m.group(0).splitlines()[0] if m else msg
-            raise SqlError(msg) from None
+        m = re.search(r"(?:CastFailed|FunctionFailed): ([^\n]*)", str(e))
+        if m:
+            raise SqlError(m.group(1)) from None
         raise SqlError(f"the query failed while running: {msg}") from None
     except LakeError:
-        raise
-    except (OSError, RuntimeError) as e:
-        if "CAST to" in str(e):
-            raise SqlError(re.search(r"CAST to [^\n]*", str(e)).group(0)) from None
         raise
     df.columns = _dedupe(p.names)
     ms = int((time.perf_counter() - t0) * 1000)

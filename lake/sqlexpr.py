@@ -377,6 +377,14 @@ def _mod(node: exp.Mod, ctx: Ctx) -> pl.Expr:
     return pl.when((r != 0) & ((r < 0) != (a < 0))).then(r - b).otherwise(r)
 
 
+def _concat(node: exp.DPipe, ctx: Ctx) -> pl.Expr:
+    """`||`: arrays concatenate, everything else as strings (NULL if either side is NULL)."""
+    a, b = ctx.expr(node.this), ctx.expr(node.expression)
+    if isinstance(ctx.dtype(a), pl.List) or isinstance(ctx.dtype(b), pl.List):
+        return pl.when(a.is_null() | b.is_null()).then(None).otherwise(pl.concat_list([a, b]))
+    return pl.concat_str([a.cast(pl.String), b.cast(pl.String)])
+
+
 def _and(node, ctx):
     return ctx.expr(node.this) & ctx.expr(node.expression)
 
@@ -643,7 +651,18 @@ def _cast(node: exp.Cast, ctx: Ctx) -> pl.Expr:
             raise ctx.error(inner, f"{inner.this!r} is not a {'timestamp' if to == TS else 'date'}")
         return pl.lit(v if to == TS else v.date(), dtype=to)
     e = ctx.expr(inner)
-    return cast(e, ctx.dtype(e), to, strict=not (isinstance(node, exp.TryCast) or node.args.get("safe")))
+    lenient = isinstance(node, exp.TryCast) or bool(node.args.get("safe"))
+    if to == pl.String and _json_valued(inner):
+        from .sqlfunctions import json_to_varchar
+        return json_to_varchar(e, lenient=lenient)
+    return cast(e, ctx.dtype(e), to, strict=not lenient)
+
+
+def _json_valued(node: exp.Expression) -> bool:
+    """Expressions whose value is JSON text (Trino's JSON type): CAST to VARCHAR unwraps a JSON string."""
+    if isinstance(node, (exp.JSONExtract, exp.ParseJSON)):
+        return True
+    return isinstance(node, exp.Anonymous) and node.name.lower() in ("json_array_get", "json_parse", "json_extract")
 
 
 def _bracket(node: exp.Bracket, ctx: Ctx) -> pl.Expr:
@@ -714,7 +733,7 @@ _NODES: dict[type, Callable[[Any, Ctx], pl.Expr]] = {
     exp.LT: _binary(lambda a, b: a < b), exp.LTE: _binary(lambda a, b: a <= b),
     exp.Add: _add_sub(1), exp.Sub: _add_sub(-1), exp.Mul: _binary(lambda a, b: a * b, coerce=False),
     exp.Div: _div, exp.Mod: _mod, exp.And: _and, exp.Or: _or, exp.Not: _not, exp.Neg: _neg,
-    exp.DPipe: _binary(lambda a, b: pl.concat_str([a.cast(pl.String), b.cast(pl.String)]), coerce=False),
+    exp.DPipe: lambda n, c: _concat(n, c),
     exp.Is: _is, exp.NullSafeEQ: _null_safe(True), exp.NullSafeNEQ: _null_safe(False),
     exp.Like: lambda n, c: _like(n, c), exp.Escape: _escape, exp.In: _in, exp.Between: _between,
     exp.Case: _case, exp.If: _if, exp.Coalesce: _coalesce, exp.Nullif: _nullif,
