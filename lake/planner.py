@@ -26,12 +26,22 @@ from sqlglot.optimizer.unnest_subqueries import unnest_subqueries
 from . import pruning
 from .errors import SqlError
 from .schema import EVENT_SCHEMA, FLAT_FIELDS
-from .sqlexpr import Ctx, Env, aggregate, in_values, is_aggregate, sql_key
+from .sqlexpr import Ctx, Env, aggregate, in_values, is_aggregate, per_row, sql_key
 from .sqlparse import HIDDEN_COLUMNS, error_at
 
 _EMPTY_EVENTS = pl.from_arrow(EVENT_SCHEMA.empty_table())
 _SCAN_COLUMNS = [f.name for f in EVENT_SCHEMA if f.name not in ("eventjson", "eventjsonchecksum")]
 _PLACEHOLDERS = ("__lake_in", "__lake_exists", "__lake_scalar")
+_MAP_COLUMNS = {c for c, t in _EMPTY_EVENTS.schema.items() if isinstance(t, pl.Map)}
+
+
+def _scan_column(c: str) -> pl.Expr:
+    """Map columns are read as List(Struct{key, value}) (`map.entries()`, no copy): one representation for
+    every map function, and the one polars' list kernels work on."""
+    return pl.col(c).map.entries() if c in _MAP_COLUMNS else pl.col(c)
+
+
+_SCAN_SCHEMA = dict(_EMPTY_EVENTS.lazy().select([_scan_column(c) for c in _SCAN_COLUMNS]).collect_schema())
 
 
 @dataclass
@@ -134,8 +144,11 @@ class Planner:
         return tree
 
     def _evaluate(self, k: int, node: exp.Expression) -> pl.DataFrame:
-        rel = Planner(self.tables, now=self.now).query(self.subqueries[k])
-        self.scans += []  # sub-query scans are accounted in their own planner
+        sub = Planner(self.tables, now=self.now)
+        sub._ctes = [dict(self._ctes[-1])]  # CTEs of the enclosing query are visible to its sub-queries
+        sub.subqueries = self.subqueries
+        rel = sub.query(self.subqueries[k])
+        self.scans += sub.scans
         try:
             return rel.lf.select([pl.col(c).alias(n) for n, c in rel.outputs]).collect()
         except pl.exceptions.PolarsError as e:
@@ -237,8 +250,8 @@ class Planner:
         else:
             lf = _EMPTY_EVENTS.lazy()
         prefix = f"{alias}."
-        lf = lf.select([pl.col(c).alias(prefix + c) for c in _SCAN_COLUMNS])
-        schema = dict(_EMPTY_EVENTS.select(_SCAN_COLUMNS).schema)
+        lf = lf.select([_scan_column(c).alias(prefix + c) for c in _SCAN_COLUMNS])
+        schema = dict(_SCAN_SCHEMA)
         columns = {(alias, c): prefix + c for c in _SCAN_COLUMNS if c not in HIDDEN_COLUMNS}
         outputs = [(c, prefix + c) for c in _SCAN_COLUMNS if c not in HIDDEN_COLUMNS]
         env = Env(columns, {prefix + c: t for c, t in schema.items()}, stores={alias: prefix})
@@ -278,7 +291,8 @@ class Planner:
             lf = lf.with_columns(pl.int_ranges(1, pl.col(tmp[0]).list.len() + 1).alias(ordinal))
             tmp.append(ordinal)
             types.append(pl.List(pl.Int64))
-        lf = lf.explode(tmp) if len(tmp) > 1 else lf.explode(tmp[0])
+        # LEFT JOIN UNNEST keeps rows whose array is empty or NULL (one row of NULLs)
+        lf = lf.explode(tmp, empty_as_null=outer, keep_nulls=outer)
         outputs = []
         ni = 0
         for t, dt in zip(tmp, types):
@@ -799,6 +813,9 @@ def window_expr(w: exp.Window, ctx: Ctx):
             frame = spec.sql(dialect="trino")
             if okeys and _rows_unbounded_current(spec):
                 return _cumulative_agg(fn, ctx, part, okeys, odesc, onulls_last, rows=True)
+            bounds = _rows_bounds(spec)
+            if okeys and bounds is not None:
+                return _rows_frame_agg(fn, ctx, part, okeys, odesc, onulls_last, *bounds)
             raise error_at(w, f"window frame {frame} is not supported")
         if not okeys:
             agg = aggregate(fn, ctx)
@@ -836,6 +853,60 @@ def _rows_unbounded_current(spec: exp.WindowSpec) -> bool:
             == "UNBOUNDED" and str(spec.args.get("end") or "").upper() in ("CURRENT ROW", ""))
 
 
+def _frame_offset(value, side) -> int | None:
+    """Rows before (negative) or after (positive) the current row for one frame bound; None = unbounded."""
+    v = str(value or "").upper()
+    sd = str(side or "").upper()
+    if v == "CURRENT ROW":
+        return 0
+    if v == "UNBOUNDED":
+        return None
+    n = int(value.this) if isinstance(value, exp.Literal) else int(v)
+    return -n if sd == "PRECEDING" else n
+
+
+def _rows_bounds(spec: exp.WindowSpec) -> tuple[int | None, int | None] | None:
+    if str(spec.args.get("kind") or "").upper() != "ROWS":
+        return None
+    try:
+        lo = _frame_offset(spec.args.get("start"), spec.args.get("start_side"))
+        hi = _frame_offset(spec.args.get("end") or "CURRENT ROW", spec.args.get("end_side"))
+    except (TypeError, ValueError):
+        return None
+    return lo, hi
+
+
+def _rows_frame_agg(fn: exp.Expression, ctx: Ctx, part, okeys, odesc, onulls_last, lo: int | None,
+                    hi: int | None) -> pl.Expr:
+    """sum/count/avg over `ROWS BETWEEN lo AND hi` (offsets from the current row) from running sums: the
+    frame's total is S[i+hi] - S[i+lo-1], clipped at the partition's edges."""
+    name = fn.key.lower() if not isinstance(fn, exp.Anonymous) else fn.name.lower()
+    arg = fn.this
+    if isinstance(arg, exp.Distinct) or name not in ("sum", "count", "avg"):
+        raise error_at(fn, f"{name} over a ROWS frame other than UNBOUNDED PRECEDING AND CURRENT ROW is not supported")
+    x = per_row(ctx.expr(arg), arg) if arg is not None and not isinstance(arg, exp.Star) else None
+    val = (x.cast(pl.Float64) if name == "avg" else x).fill_null(0) if x is not None else pl.lit(0)
+    cnt = x.is_not_null().cast(pl.Int64) if x is not None else pl.int_range(0, pl.len()) * 0 + 1
+
+    def window_total(v: pl.Expr) -> pl.Expr:
+        run = v.cum_sum()
+        upper = run.last() if hi is None else run.shift(-hi).fill_null(run.last()) if hi > 0 else run.shift(-hi)
+        if lo is None:
+            lower = pl.lit(0)
+        else:
+            lower = run.shift(1 - lo).fill_null(0) if lo <= 0 else run.shift(1 - lo)
+        return upper - lower
+    s_ = window_total(val)
+    c_ = window_total(cnt)
+    if name == "count":
+        out = c_
+    elif name == "sum":
+        out = pl.when(c_ > 0).then(s_).otherwise(None)
+    else:
+        out = pl.when(c_ > 0).then(s_ / c_).otherwise(None)
+    return out.over(part or pl.lit(0), order_by=_order_key(okeys, odesc, onulls_last))
+
+
 def _cumulative(x: pl.Expr, kind: str, part, okeys, odesc, onulls_last) -> pl.Expr:
     ob = _order_key(okeys, odesc, onulls_last)
     e = x.forward_fill() if kind == "last" else x
@@ -847,11 +918,12 @@ def _cumulative_agg(fn: exp.Expression, ctx: Ctx, part, okeys, odesc, onulls_las
     name = fn.key.lower() if not isinstance(fn, exp.Anonymous) else fn.name.lower()
     ob = _order_key(okeys, odesc, onulls_last)
     arg = fn.this
-    x = ctx.expr(arg) if arg is not None and not isinstance(arg, exp.Star) else None
     if isinstance(arg, exp.Distinct):
         raise error_at(fn, "DISTINCT aggregates over ordered windows are not supported")
+    x = per_row(ctx.expr(arg), arg) if arg is not None and not isinstance(arg, exp.Star) else None
     if name == "count":
-        run = (x.is_not_null().cast(pl.Int64) if x is not None else pl.lit(1, dtype=pl.Int64)).cum_sum()
+        run = x.is_not_null().cast(pl.Int64).cum_sum() if x is not None else pl.int_range(1, pl.len() + 1,
+                                                                                          dtype=pl.Int64)
     elif name == "sum":
         run = pl.when(x.is_not_null().cum_sum() > 0).then(x.fill_null(0).cum_sum()).otherwise(None)
     elif name == "avg":

@@ -120,7 +120,9 @@ class Ctx:
                 return pl.col(hit)
         handler = _NODES.get(type(node))
         if handler is not None:
-            return handler(node, self)
+            out = handler(node, self)
+            # sqlglot folds NOT into some predicates (`a NOT LIKE b` is Like(negate=True))
+            return ~out if node.args.get("negate") and isinstance(node, exp.Predicate) else out
         if isinstance(node, exp.Anonymous) and node.name in _PLACEHOLDERS:
             return self.planner.subquery_expr(node, self)
         from . import sqlfunctions
@@ -618,8 +620,8 @@ def cast(e: pl.Expr, src: pl.DataType, to: pl.DataType, strict: bool) -> pl.Expr
     if to == pl.Float64 and src == pl.String:
         parsed = e.str.strip_chars().cast(pl.Float64, strict=False)
         return parsed if not strict else _strict(e, parsed, "double")
-    if to == pl.Int64 and src.is_float():
-        return e.round(0).cast(pl.Int64, strict=strict)  # Trino rounds half away from zero
+    if to == pl.Int64 and src.is_float():  # Trino rounds half away from zero (polars' round is half-even)
+        return ((e.abs() + 0.5).floor() * e.sign()).cast(pl.Int64, strict=strict)
     return e.cast(to, strict=strict)
 
 
@@ -756,11 +758,14 @@ def _agg_arg(node: exp.AggFunc, ctx: Ctx) -> tuple[pl.Expr | None, bool]:
         arg = arg.expressions[0]
     if arg is None or isinstance(arg, exp.Star):
         return None, distinct
-    e = ctx.expr(arg)
-    if not any(True for _ in arg.find_all(exp.Column)):
-        # a constant argument (sum(1), count(1)) still counts once per row of the group
-        e = pl.when(pl.int_range(pl.len()) >= 0).then(e)
-    return e, distinct
+    return per_row(ctx.expr(arg), arg), distinct
+
+
+def per_row(e: pl.Expr, node: exp.Expression) -> pl.Expr:
+    """A constant argument (sum(1), count(1)) as one value per row of the group, not one scalar."""
+    if not any(True for _ in node.find_all(exp.Column, exp.Identifier)):
+        return pl.when(pl.int_range(pl.len()) >= 0).then(e)
+    return e
 
 
 def aggregate(node: exp.Expression, ctx: Ctx) -> pl.Expr:
@@ -821,7 +826,8 @@ def _count_if(node, ctx, x, distinct, cond):
 
 
 def _array_agg(node, ctx, x, distinct, cond):
-    return (x.unique(maintain_order=True) if distinct else x).implode()
+    # over no rows Trino gives NULL, not an empty array (only a global aggregate can see no rows)
+    return pl.when(pl.len() > 0).then((x.unique(maintain_order=True) if distinct else x).implode())
 
 
 def _by(extreme: str):
@@ -870,4 +876,4 @@ def is_aggregate(node: exp.Expression) -> bool:
 
 __all__ = ["Ctx", "Env", "aggregate", "is_aggregate", "sql_key", "parse_timestamp", "map_get", "is_map", "cast",
            "polars_type", "shift_time", "string_to_timestamp", "function_args", "like_regex", "in_values",
-           "CastFailed", "TS", "UTC"]
+           "CastFailed", "TS", "UTC", "per_row"]

@@ -962,10 +962,57 @@ def _filter(node, ctx):
     return arr.list.eval(pl.element().filter(pred.fill_null(False)))
 
 
+_FLIP = {exp.GT: exp.LT, exp.LT: exp.GT, exp.GTE: exp.LTE, exp.LTE: exp.GTE, exp.EQ: exp.EQ, exp.NEQ: exp.NEQ}
+
+
+def _outer_comparison(lam: exp.Expression, arr: pl.Expr, ctx, kind: str) -> pl.Expr | None:
+    """`any/all/none_match(arr, x -> x OP e)` where `e` reads other columns (what sqlglot's decorrelation of
+    `EXISTS (... WHERE inner.t > outer.t)` produces): polars lambdas cannot read other columns, but a comparison
+    with every element reduces to one with the list's min or max."""
+    if not isinstance(lam, exp.Lambda) or len(lam.expressions) != 1 or type(lam.this) not in _FLIP:
+        return None
+    param = lam.expressions[0].name.lower()
+    body = lam.this
+
+    def is_param(n):
+        return isinstance(n, (exp.Identifier, exp.Column)) and not getattr(n, "table", None) and \
+            n.name.lower() == param
+    op, other = type(body), None
+    if is_param(body.this) and not any(is_param(c) for c in body.expression.find_all(exp.Identifier, exp.Column)):
+        other = body.expression
+    elif is_param(body.expression) and not any(is_param(c) for c in body.this.find_all(exp.Identifier, exp.Column)):
+        op, other = _FLIP[op], body.this
+    if other is None:
+        return None
+    e = ctx.expr(other)
+    lo, hi = arr.list.min(), arr.list.max()
+    lo, e_lo = ctx.coerce_pair(lo, None, e, other)
+    hi, e_hi = ctx.coerce_pair(hi, None, e, other)
+    any_true = {exp.GT: hi > e_hi, exp.GTE: hi >= e_hi, exp.LT: lo < e_lo, exp.LTE: lo <= e_lo,
+                exp.EQ: arr.list.contains(e), exp.NEQ: (lo != e_lo) | (hi != e_hi)}[op]
+    all_true = {exp.GT: lo > e_lo, exp.GTE: lo >= e_lo, exp.LT: hi < e_hi, exp.LTE: hi <= e_hi,
+                exp.EQ: (lo == e_lo) & (hi == e_hi), exp.NEQ: ~arr.list.contains(e)}[op]
+    empty = arr.list.len() == 0
+    if kind == "any":
+        return pl.when(arr.is_null()).then(None).when(empty).then(False).otherwise(any_true)
+    if kind == "none":
+        return pl.when(arr.is_null()).then(None).when(empty).then(True).otherwise(~any_true)
+    return pl.when(arr.is_null()).then(None).when(empty).then(True).otherwise(all_true)
+
+
 def _match(kind: str):
     def handler(node, ctx):
-        arr = _arr(node.expressions[0], ctx)
-        r = arr.list.eval(_element_lambda(node.expressions[1], arr, ctx, f"{kind}_match"))
+        first, lam = (node.expressions[0], node.expressions[1]) if isinstance(node, exp.Anonymous) else \
+            (node.this, node.expression)
+        arr = _arr(first, ctx)
+        if isinstance(lam, exp.Lambda):
+            names = {p.name.lower() for p in lam.expressions}
+            outer = [c for c in lam.this.find_all(exp.Column) if c.table or c.name.lower() not in names]
+            if outer:
+                reduced = _outer_comparison(lam, arr, ctx, kind)
+                if reduced is not None:
+                    return reduced
+        r = arr.list.eval(_element_lambda(lam, arr, ctx, f"{kind}_match"))
         any_true = r.list.eval(pl.element().fill_null(False)).list.any()
         any_false = r.list.eval(pl.element().not_().fill_null(False)).list.any()
         any_null = r.list.eval(pl.element().is_null()).list.any()
@@ -977,6 +1024,7 @@ def _match(kind: str):
 
 for _kind in ("any", "all", "none"):
     register(f"{_kind}_match")(_match(_kind))
+register(exp.ArrayAny)(_match("any"))  # what sqlglot's decorrelation of EXISTS emits
 
 
 def _map_lambda(node, ctx, what: str) -> tuple[pl.Expr, pl.Expr, pl.DataType]:
@@ -1377,9 +1425,23 @@ def _to_iso8601(node, ctx):
     t = ctx.dtype(e)
     if t == pl.Date:
         return e.dt.strftime("%Y-%m-%d")
-    if isinstance(t, pl.Datetime) and t.time_zone:
+    # eventtime is CloudTrail Lake's `timestamp` (no zone; UTC by convention), held as UTC internally: it
+    # prints without a zone suffix, as Trino prints a zoneless timestamp. Other zones keep their offset.
+    if isinstance(t, pl.Datetime) and t.time_zone and (t.time_zone != "UTC" or _zoned(node)):
         return e.dt.strftime("%Y-%m-%dT%H:%M:%S%.3f" + ("Z" if t.time_zone == "UTC" else "%:z"))
     return e.dt.strftime("%Y-%m-%dT%H:%M:%S%.3f")
+
+
+def _zoned(node: exp.Expression) -> bool:
+    """Whether to_iso8601's argument is a Trino `timestamp with time zone` (prints its zone, `Z` for UTC):
+    from_iso8601_timestamp, current_timestamp/now, AT TIME ZONE. Stored eventtime is a zoneless timestamp."""
+    arg = node.expressions[0] if isinstance(node, exp.Anonymous) else node.this
+    while isinstance(arg, exp.Paren):
+        arg = arg.this
+    if isinstance(arg, (exp.CurrentTimestamp, exp.AtTimeZone)):
+        return True
+    name = arg.name.lower() if isinstance(arg, exp.Anonymous) else ""
+    return name in ("from_iso8601_timestamp", "now") or type(arg).__name__ == "FromISO8601Timestamp"
 
 
 @register(exp.UnixToTime, names=("from_unixtime",))
