@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import bloom
 from .schema import STAT_COLUMNS, TIMESTAMP
 from .storage import Storage
 
@@ -37,6 +38,7 @@ SEGMENT_SCHEMA = pa.schema([
     ("eventtime_min", TIMESTAMP),
     ("eventtime_max", TIMESTAMP),
     ("version", pa.int64()),  # the commit that added the segment
+    ("eventid_bloom", pa.binary()),  # Bloom filter of the segment's eventIDs (lake/bloom.py); null = none
     *[item for c in STAT_COLUMNS for item in (
         (f"{c}_min", pa.string()), (f"{c}_max", pa.string()), (f"{c}_values", pa.list_(pa.string())))],
 ])
@@ -101,6 +103,7 @@ def entries_to_table(entries: list[dict], version: int) -> pa.Table:
         row["eventtime_min"] = _ts(e.get("eventtime_min"))
         row["eventtime_max"] = _ts(e.get("eventtime_max"))
         row["version"] = version
+        row["eventid_bloom"] = bloom.decode(e.get("eventid_bloom"))
         stats = e.get("stats") or {}
         for c in STAT_COLUMNS:
             s = stats.get(c) or {}
@@ -178,8 +181,12 @@ class Log:
             raise LogError(f"{self.storage.uri_of(path)} does not match its .sha256 sidecar")
         table = pq.read_table(pa.BufferReader(data))
         meta = table.schema.metadata or {}
+        table = table.replace_schema_metadata(None)
+        for f in SEGMENT_SCHEMA:  # checkpoints written before a column existed: the column is null there
+            if f.name not in table.column_names:
+                table = table.append_column(f, pa.nulls(table.num_rows, f.type))
         snap = Snapshot(int(meta[b"lake.version"]), orjson.loads(meta[b"lake.metadata"]),
-                        table.replace_schema_metadata(None).cast(SEGMENT_SCHEMA), meta[b"lake.hash"].decode())
+                        table.select(SEGMENT_SCHEMA.names).cast(SEGMENT_SCHEMA), meta[b"lake.hash"].decode())
         if snap.version != version:
             raise LogError(f"checkpoint {version} says it is version {snap.version}")
         return snap

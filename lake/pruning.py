@@ -29,6 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
+from . import bloom
+
 from .schema import STAT_COLUMNS
 from .segments import NO_ACCOUNT
 
@@ -41,6 +43,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Beyond this many IN values the min/max fallback tests only the hull of the set: one comparison pair
 # instead of one per value keeps a 10,000-value IN list from costing seconds on a large store.
 MAX_RANGE_CHECKS = 64
+# An `eventid IN (...)` list longer than this is not worth probing every Bloom filter for.
+MAX_BLOOM_KEYS = 1000
 DESCRIBE_ITEMS = 10
 
 Interval = tuple[int, int]  # inclusive [lo, hi] in microseconds since the epoch, UTC
@@ -60,6 +64,7 @@ class Bounds:
     eventsource: frozenset[str] | None = None
     eventname: frozenset[str] | None = None
     eventcategory: frozenset[str] | None = None
+    eventid: frozenset[str] | None = None  # tested against each segment's Bloom filter (lake/bloom.py)
 
     @property
     def unconstrained(self) -> bool:
@@ -76,7 +81,7 @@ class Bounds:
     def describe(self) -> list[str]:
         """Human lines for EXPLAIN, e.g. "eventtime >= 2024-01-01 00:00:00", "eventname IN ('a', 'b')"."""
         out = _describe_time(self.eventtime) if self.eventtime is not None else []
-        for column in STAT_COLUMNS:
+        for column in (*STAT_COLUMNS, "eventid"):
             allowed = self.values(column)
             if allowed is None:
                 continue
@@ -232,7 +237,7 @@ class _Visitor:
         while isinstance(node, exp.Paren):
             node = node.this
         name = self.column(node)
-        if name in STAT_COLUMNS:
+        if name in STAT_COLUMNS or name == "eventid":
             return name, 0
         if name == "eventtime":
             return "eventtime", 1
@@ -542,6 +547,12 @@ def prune(segments: pa.Table, b: Bounds) -> PruneResult:
         # Value sets are the costly part (every list element is hashed): test only what is still alive.
         part = segments if len(alive) == n else segments.select(_stat_fields(column)).take(alive)
         keep[alive] = _value_mask(part, column, allowed)
+    if b.eventid is not None and "eventid_bloom" in segments.column_names:
+        alive = np.flatnonzero(keep)
+        if len(alive) and len(b.eventid) <= MAX_BLOOM_KEYS:
+            keep[alive] = bloom.may_contain(segments.column("eventid_bloom").take(alive), sorted(b.eventid))
+        elif not b.eventid:
+            keep[:] = False
     kept = segments if keep.all() else segments.filter(pa.array(keep))
     rows, size = _total(segments, "rows"), _total(segments, "bytes")
     kept_rows, kept_size = _total(kept, "rows"), _total(kept, "bytes")

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import bloom
 from .schema import EVENT_SCHEMA, STAT_COLUMNS
 from .storage import Storage
 
@@ -110,6 +111,7 @@ def write_segment(storage: Storage, store_prefix: str, table: pa.Table, account:
         "path": path, "rows": table.num_rows, "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(), "account": account, "date": date,
         "eventtime_min": _iso(mm["min"]), "eventtime_max": _iso(mm["max"]), "stats": _stats(table),
+        "eventid_bloom": bloom.encode(bloom.build(table.column("eventid"))),
     }
 
 
