@@ -8,7 +8,6 @@ A record that cannot be stored is returned as a `Reject` with a reason; it never
 
 from __future__ import annotations
 
-import hashlib
 import io
 import operator
 from dataclasses import dataclass
@@ -272,8 +271,6 @@ def _to_table(recs: list[dict], jsons: list[str], eventtime: pa.Array) -> pa.Tab
     for col, path in schema.FLAT_FIELDS.items():
         cols[col] = _struct_leaf(uid, path, schema.USERIDENTITY_FIELDS)
     cols["eventjson"] = pa.array(jsons, type=pa.string())
-    cols["eventjsonchecksum"] = pa.array([hashlib.sha256(j.encode()).hexdigest() for j in jsons],
-                                         type=pa.string())
     cols["eventtime"] = eventtime.cast(schema.TIMESTAMP) if len(eventtime) else pa.array([], schema.TIMESTAMP)
     return pa.table([cols[f.name] for f in schema.EVENT_SCHEMA], schema=schema.EVENT_SCHEMA)
 
@@ -451,7 +448,6 @@ def convert_raw(raws: list, *, size_mode: str = limits.STANDARD, location: str =
     for col, path in schema.FLAT_FIELDS.items():
         cols[col] = _struct_leaf(uid, path, schema.USERIDENTITY_FIELDS)
     cols["eventjson"] = _string_array(raws)
-    cols["eventjsonchecksum"] = pa.array([hashlib.sha256(r).hexdigest() for r in raws], type=pa.string())
     cols["eventtime"] = times.to_arrow().cast(schema.TIMESTAMP)
     table = pa.table([cols[f.name] for f in schema.EVENT_SCHEMA], schema=schema.EVENT_SCHEMA)
     return Converted(table, rejects, idx, 0)

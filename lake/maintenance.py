@@ -7,6 +7,7 @@ as delta-rs does; compaction does not change content (it proves it) and runs by 
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -38,9 +39,10 @@ def _write_intent(store: "Store", txn: str, operation: str) -> None:
 
 
 def _checksums(tables: list[pa.Table]) -> Counter:
+    """The multiset of SHA-256 digests of the stored event JSON: what maintenance must never change."""
     c: Counter = Counter()
     for t in tables:
-        c.update(t.column("eventjsonchecksum").to_pylist())
+        c.update(hashlib.sha256(j.encode()).digest() for j in t.column("eventjson").to_pylist())
     return c
 
 
@@ -71,7 +73,7 @@ def plan_compaction(snap: Snapshot, target_bytes: int = DEFAULT_TARGET_BYTES) ->
 
 def compact(store: "Store", *, target_bytes: int = DEFAULT_TARGET_BYTES, dry_run: bool = False,
             progress=None) -> dict:
-    """Merge small segments per partition. The multiset of eventjsonchecksum is compared before commit."""
+    """Merge small segments per partition. The multiset of event JSON digests is compared before commit."""
     snap = store.snapshot()
     groups = plan_compaction(snap, target_bytes)
     report = {"operation": "compact", "store": snap.metadata["Name"], "dry_run": dry_run,
@@ -92,7 +94,7 @@ def compact(store: "Store", *, target_bytes: int = DEFAULT_TARGET_BYTES, dry_run
             raise MaintenanceAborted("compaction changed the multiset of event checksums; nothing committed")
         entry = segments.write_segment(storage, store.prefix, merged, group[0]["account"], group[0]["date"],
                                        f"part-{txn}-{n:05d}.parquet")
-        check = segments.read_segment(storage, store.prefix, entry["path"], ["eventjsonchecksum"])
+        check = segments.read_segment(storage, store.prefix, entry["path"], ["eventjson"])
         if _checksums(inputs) != _checksums([check]):
             raise MaintenanceAborted("compacted segment does not hold the same events; nothing committed")
         added.append(entry)

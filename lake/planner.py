@@ -30,7 +30,7 @@ from .sqlexpr import Ctx, Env, aggregate, in_values, is_aggregate, per_row, sql_
 from .sqlparse import HIDDEN_COLUMNS, error_at
 
 _EMPTY_EVENTS = pl.from_arrow(EVENT_SCHEMA.empty_table())
-_SCAN_COLUMNS = [f.name for f in EVENT_SCHEMA if f.name not in ("eventjson", "eventjsonchecksum")]
+_SCAN_COLUMNS = [f.name for f in EVENT_SCHEMA if f.name != "eventjson"]
 _PLACEHOLDERS = ("__lake_in", "__lake_exists", "__lake_scalar")
 _MAP_COLUMNS = {c for c, t in _EMPTY_EVENTS.schema.items() if isinstance(t, pl.Map)}
 

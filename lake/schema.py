@@ -147,7 +147,6 @@ EVENT_SCHEMA = pa.schema([
     ("sessioncredentialfromconsole", STR),
     ("eventcontext", FREEFORM),
     ("eventjson", STR),
-    ("eventjsonchecksum", STR),
     *[(name, STR) for name in FLAT_FIELDS],
 ])
 

@@ -83,9 +83,9 @@ def _iso(ts) -> str:
 
 # Unique-per-event columns: dictionary encoding only wastes time on them, and min/max statistics of the
 # raw JSON are useless for pruning.
-_UNIQUE = {"eventjson", "eventjsonchecksum", "eventid", "requestid", "sharedeventid"}
+_UNIQUE = {"eventjson", "eventid", "requestid", "sharedeventid"}
 _DICTIONARY_COLUMNS = [f.name for f in EVENT_SCHEMA if f.name not in _UNIQUE]
-_STATS_COLUMNS = [f.name for f in EVENT_SCHEMA if f.name not in ("eventjson", "eventjsonchecksum")]
+_STATS_COLUMNS = [f.name for f in EVENT_SCHEMA if f.name != "eventjson"]
 
 
 def encode(table: pa.Table, compression_level: int | None = None) -> bytes:

@@ -30,7 +30,7 @@ from .schema import EVENT_SCHEMA, FLAT_FIELDS
 DIALECT = "trino"
 # Physical columns that are not part of the CloudTrail Lake schema: not visible to SQL (SELECT * returns the
 # Lake columns only); the planner routes struct paths to the flat copies itself.
-HIDDEN_COLUMNS = frozenset(["eventjson", "eventjsonchecksum", *FLAT_FIELDS])
+HIDDEN_COLUMNS = frozenset(["eventjson", *FLAT_FIELDS])
 _WRITE_NODES = (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter, exp.Command,
                 exp.TruncateTable, exp.Grant, exp.Set, exp.Use, exp.Transaction, exp.Commit, exp.Rollback,
                 exp.Copy, exp.LoadData, exp.Pragma, exp.Describe)

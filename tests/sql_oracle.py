@@ -52,7 +52,7 @@ from lake.schema import EVENT_SCHEMA, FLAT_FIELDS
 CORPUS_DIR = Path(__file__).resolve().parent / "sqlcorpus"
 PLACEHOLDER = "$EDS_ID"
 DATASETS = ("ext", "gen")
-HIDDEN = frozenset({"eventjson", "eventjsonchecksum", *FLAT_FIELDS})
+HIDDEN = frozenset({"eventjson", *FLAT_FIELDS})
 VISIBLE = [f for f in EVENT_SCHEMA if f.name not in HIDDEN]
 SIGNIFICANT_DIGITS = 9
 

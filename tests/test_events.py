@@ -64,10 +64,6 @@ def test_external_round_trip(external, lake_uri):
         assert table.num_rows == len(expected)
         stored = sorted(_canon(orjson.loads(j)) for j in table.column("eventjson").to_pylist())
         assert stored == sorted(_canon(r) for r in expected), f"{name}: eventjson does not round-trip"
-        # checksums are of the stored text
-        import hashlib
-        for j, c in zip(table.column("eventjson").to_pylist(), table.column("eventjsonchecksum").to_pylist()):
-            assert hashlib.sha256(j.encode()).hexdigest() == c
 
 
 def test_otrf_records_without_eventtime_are_rejected(external, local_uri):

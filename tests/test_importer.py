@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -83,7 +84,7 @@ def stored_records(st) -> list:
 
 
 def checksums(st) -> list[str]:
-    return sorted(stored(st).column("eventjsonchecksum").to_pylist())
+    return sorted(hashlib.sha256(j.encode()).hexdigest() for j in stored(st).column("eventjson").to_pylist())
 
 
 def stats(rep) -> dict:
