@@ -108,8 +108,13 @@ FLAT_FIELDS = {
     "useridentity_accountid": ("accountId",),
     "useridentity_username": ("userName",),
     "useridentity_accesskeyid": ("accessKeyId",),
+    "useridentity_invokedby": ("invokedBy",),
     "sessionissuer_arn": ("sessionContext", "sessionIssuer", "arn"),
     "sessionissuer_username": ("sessionContext", "sessionIssuer", "userName"),
+    "sessionissuer_type": ("sessionContext", "sessionIssuer", "type"),
+    "sessionissuer_accountid": ("sessionContext", "sessionIssuer", "accountId"),
+    "sessionissuer_principalid": ("sessionContext", "sessionIssuer", "principalId"),
+    "sessioncontext_mfaauthenticated": ("sessionContext", "attributes", "mfaAuthenticated"),
 }
 
 EVENT_SCHEMA = pa.schema([
