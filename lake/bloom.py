@@ -2,9 +2,10 @@
 
 eventIDs are random UUIDs, so min/max statistics cannot prune them; without an index a lookup by eventID
 (CloudTrail's LookupEvents EventId, or `WHERE eventid = '...'`) reads every segment's eventid column. Each
-segment's manifest entry therefore carries a Bloom filter of its eventIDs (12 bits per event, 4 probes:
-~0.3% false positives, 1.5 bytes per event in the log), and the pruner tests all segments at once with
-numpy.
+segment's manifest entry therefore carries a Bloom filter of its eventIDs (16 bits per event, 6 probes:
+~0.1% false positives, 2 bytes per event in the log), and the pruner tests all segments at once with numpy.
+A filter's first byte is its probe count, so filters stay readable if the sizing changes; a filter whose
+length is a multiple of 8 has no such byte and uses 4 probes (the first format).
 
 The hash must never change (filters are persisted in commits), so it is written out here rather than
 borrowed from a library whose hash is documented as unstable across versions: a polynomial hash over the
@@ -19,8 +20,9 @@ import base64
 import numpy as np
 import pyarrow as pa
 
-BITS_PER_KEY = 12
-PROBES = 4
+BITS_PER_KEY = 16
+PROBES = 6
+LEGACY_PROBES = 4
 _P = np.uint64(0x100000001B3)  # FNV-64 prime as the polynomial base
 _MAX_POWERS = 1 << 12
 
@@ -82,23 +84,23 @@ def hash_strings(values: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray:
     return _mix(h)
 
 
-def _positions(h: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Probe bit positions (double hashing), shape (len(h), PROBES); `m` broadcasts against h."""
+def _positions(h: np.ndarray, m: np.ndarray, probes: int = PROBES) -> np.ndarray:
+    """Probe bit positions (double hashing), shape (len(h), probes); `m` broadcasts against h."""
     h1 = (h & np.uint64(0xFFFFFFFF)).astype(np.uint64)
     h2 = ((h >> np.uint64(32)) | np.uint64(1)).astype(np.uint64)
-    i = np.arange(PROBES, dtype=np.uint64)
+    i = np.arange(probes, dtype=np.uint64)
     with np.errstate(over="ignore"):
         return (h1[:, None] + i[None, :] * h2[:, None]) % m.astype(np.uint64)[:, None]
 
 
 def build(values: pa.Array | pa.ChunkedArray) -> bytes:
-    """The Bloom filter of a segment's eventIDs, as bytes (size a multiple of 8)."""
+    """The Bloom filter of a segment's eventIDs: one byte of probe count, then the bits (a multiple of 64)."""
     h = np.unique(hash_strings(values))
     m = max(64, -(-len(h) * BITS_PER_KEY // 64) * 64)
     bits = np.zeros(m, dtype=bool)
     if len(h):
         bits[_positions(h, np.full(len(h), m)).ravel()] = True
-    return np.packbits(bits, bitorder="little").tobytes()
+    return bytes([PROBES]) + np.packbits(bits, bitorder="little").tobytes()
 
 
 def encode(bloom: bytes) -> str:
@@ -123,18 +125,23 @@ def may_contain(filters: pa.Array | pa.ChunkedArray, keys: list[str]) -> np.ndar
     _, offsets_buf, data_buf = filters.buffers()
     offsets = np.frombuffer(offsets_buf, dtype=np.int64)[filters.offset: filters.offset + n + 1]
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, np.uint8)
-    sizes_bits = (offsets[1:] - offsets[:-1]) * 8
-    rows = np.nonzero(valid & (sizes_bits > 0))[0]
-    if len(rows) == 0:
-        return out
-    m = sizes_bits[rows]
-    base = offsets[:-1][rows]
-    for h in hash_strings(keys):
-        pos = _positions(np.full(len(rows), h, dtype=np.uint64), m)
-        byte = data[base[:, None] + (pos >> np.uint64(3)).astype(np.int64)]
-        bit = (byte >> (pos & np.uint64(7)).astype(np.uint8)) & 1
-        out[rows] |= bit.all(axis=1).astype(bool)
+    sizes = offsets[1:] - offsets[:-1]
+    headed = sizes % 8 == 1  # current format: a probe-count byte before the bits
+    starts = offsets[:-1] + headed
+    bits_len = (sizes - headed) * 8
+    probes = np.full(n, LEGACY_PROBES, dtype=np.int64)
+    if headed.any():
+        probes[headed] = data[offsets[:-1][headed]]
+    hashes = hash_strings(keys)
+    for k in np.unique(probes[valid & (bits_len > 0)]):
+        rows = np.nonzero(valid & (bits_len > 0) & (probes == k))[0]
+        m, base = bits_len[rows], starts[rows]
+        for h in hashes:
+            pos = _positions(np.full(len(rows), h, dtype=np.uint64), m, int(k))
+            byte = data[base[:, None] + (pos >> np.uint64(3)).astype(np.int64)]
+            bit = (byte >> (pos & np.uint64(7)).astype(np.uint8)) & 1
+            out[rows] |= bit.all(axis=1).astype(bool)
     return out
 
 
-__all__ = ["build", "encode", "decode", "may_contain", "hash_strings", "BITS_PER_KEY", "PROBES"]
+__all__ = ["build", "encode", "decode", "may_contain", "hash_strings", "BITS_PER_KEY", "PROBES", "LEGACY_PROBES"]
