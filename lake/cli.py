@@ -560,6 +560,44 @@ def demo_cmd(obj: Ctx, events: int, days: int, seed: int) -> None:
                       f"{s['events']:,} events, {s['bytes_hashed']:,} bytes hashed", highlight=False)
 
 
+# ---- the API server -----------------------------------------------------------------------------------
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8455, show_default=True, help="TCP port.")
+@click.option("--credentials", "credentials", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="JSON or TOML file of access keys and the principals they stand for (default: "
+                   "$LAKE_SERVE_CREDENTIALS). See docs/server.md.")
+@click.option("--allow-anonymous", is_flag=True,
+              help="Accept unsigned requests as the lake's default account (loopback addresses only).")
+@click.option("--audit-store", metavar="NAME",
+              help="Record every mutating API call as a CloudTrail event in this store (created if missing).")
+@click.option("--region", help="Region this endpoint serves; clients must sign for it (default $LAKE_REGION "
+                               "or us-east-1).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True, help="Server log verbosity (debug also logs every request).")
+@click.pass_obj
+@handle_errors
+def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, region, log_level) -> None:
+    """Serve the CloudTrail API (JSON 1.1) and cloudtrail-data PutAuditEvents over HTTP, so boto3 and the AWS
+    CLI work with --endpoint-url. Requests are authenticated with Signature Version 4 against the configured
+    credentials. Runs until interrupted. Details in docs/server.md."""
+    from .apiserver import ServerConfig, check_bind, serve
+    from .sigv4 import load_credentials
+
+    config = ServerConfig(credentials=load_credentials(credentials), allow_anonymous=allow_anonymous,
+                          audit_store=audit_store, region=region)
+    check_bind(config, host)
+    lk = obj.lake
+
+    def ready(url: str) -> None:
+        n = len(config.credentials)
+        who = f"{n} access key{'s' if n != 1 else ''}" + (", anonymous on loopback" if allow_anonymous else "")
+        click.echo(f"lake serve: {url} (lake {lk.uri}, region {region or lk.region}, {who}, audit store "
+                   f"{audit_store or 'off'})", err=True)
+    serve(lk, config, host=host, port=port, log_level=log_level, ready=ready)
+
+
 def main() -> None:
     cli(prog_name="lake")
 

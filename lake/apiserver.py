@@ -1,0 +1,681 @@
+"""`lake serve`: CloudTrail's API on the wire (starlette + uvicorn), so boto3 and the AWS CLI work unchanged.
+
+Two protocols, both straight from botocore's service models (so the wire format cannot drift from what SDKs
+send and expect):
+
+- CloudTrail, JSON 1.1: `POST /` with `X-Amz-Target: com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.<Op>`;
+  errors are `{"__type": "<Exception>", "message": ...}`.
+- cloudtrail-data, rest-json: `POST /PutAuditEvents?channelArn=...&externalId=...`; errors carry the code in
+  the `x-amzn-ErrorType` header and `{"message": ...}` in the body.
+
+Every request is authenticated (SigV4, `lake/sigv4.py`), its input checked against the operation's input shape
+(required members, types, enums, lengths, ranges, patterns: AWS's "1 validation error detected: ..." messages),
+handed to the handler registered in `lake/apicore.py`, and the handler's dict serialised through the output
+shape (datetimes and ISO strings become epoch seconds; members the model does not know are dropped).
+Mutating calls are recorded in the audit store (`lake/audit.py`). Handlers are synchronous and run in a thread
+pool, so a slow query never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import importlib
+import ipaddress
+import logging
+import re
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from typing import Any, Callable
+from urllib.parse import unquote
+
+import orjson
+
+from .apicore import (DATA_OPERATIONS, MUTATING, OPERATIONS, SERVICE_CLOUDTRAIL, SERVICE_DATA, TARGET_PREFIX,
+                      ApiContext, ApiError, Principal)
+from .errors import LakeError
+from .sigv4 import MAX_SKEW, Credential, SigV4Error, SignedRequest, has_signature, verify
+
+log = logging.getLogger("lake.serve")
+
+HANDLER_MODULES = ("lake.api_stores", "lake.api_tags", "lake.api_queries", "lake.api_lookup", "lake.api_imports",
+                   "lake.api_channels")
+JSON_11 = "application/x-amz-json-1.1"
+DEFAULT_PORT = 8455
+
+
+@dataclass
+class ServerConfig:
+    """How the server authenticates, audits and limits requests (`lake serve` options)."""
+
+    credentials: list[Credential] = field(default_factory=list)
+    allow_anonymous: bool = False          # unsigned requests from loopback act as the lake's default account
+    audit_store: str | None = None         # store receiving one event per mutating call; None = no auditing
+    region: str | None = None              # the region this endpoint serves (default: the lake's)
+    max_body_bytes: int = 8 << 20
+    max_skew: timedelta = MAX_SKEW
+    audit_flush_interval: float = 1.0
+    audit_batch_size: int = 100
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(config: ServerConfig, host: str) -> None:
+    """Refuse configurations that would expose an open lake: anonymous access only on loopback, and some
+    way in at all."""
+    if config.allow_anonymous and not is_loopback(host):
+        raise ValueError(f"--allow-anonymous is only allowed on a loopback address (127.0.0.1, ::1, localhost), "
+                         f"not {host}")
+    if not config.credentials and not config.allow_anonymous:
+        raise ValueError("no credentials configured: give --credentials FILE (or $LAKE_SERVE_CREDENTIALS), or "
+                         "--allow-anonymous on a loopback address")
+
+
+# ---- the service models -------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def service_model(service: str):
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model(service)
+
+
+@lru_cache(maxsize=None)
+def operation_model(service: str, name: str):
+    """The botocore OperationModel, or None when the service has no such operation."""
+    model = service_model(service)
+    return model.operation_model(name) if name in model.operation_names else None
+
+
+class _TypeMismatch(Exception):
+    """A value of the wrong JSON type: AWS answers SerializationException, not a validation error."""
+
+
+# Which modelled exception a constraint failure of a top-level member becomes, when the operation declares it
+# (AWS services report these fields with their own exception; everything else is InvalidParameterException
+# when declared, else ValidationException).
+MEMBER_EXCEPTIONS = {
+    "MaxResults": "InvalidMaxResultsException",
+    "NextToken": "InvalidNextTokenException",
+    "EventDataStore": "EventDataStoreARNInvalidException",
+    "TagsList": "InvalidTagParameterException",
+    "AdvancedEventSelectors": "InvalidEventSelectorsException",
+    "LookupAttributes": "InvalidLookupAttributesException",
+    "StartTime": "InvalidTimeRangeException",
+    "EndTime": "InvalidTimeRangeException",
+    "EventCategory": "InvalidEventCategoryException",
+    "QueryStatement": "InvalidQueryStatementException",
+    "Channel": "ChannelARNInvalidException",
+    "ChannelArn": "ChannelARNInvalidException",
+    "ResourceId": "ResourceARNNotValidException",
+    "ResourceArn": "ResourceARNNotValidException",
+    "ResourcePolicy": "ResourcePolicyNotValidException",
+    "channelArn": "InvalidChannelARN",
+}
+
+
+def _render(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{value[:200]}'" + ("..." if len(value) > 200 else "")
+    if isinstance(value, (int, float)):
+        return str(value)
+    text = orjson.dumps(value).decode()
+    return f"'{text[:200]}'" + ("..." if len(text) > 200 else "")
+
+
+def _lower_first(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+@lru_cache(maxsize=512)
+def _pattern(text: str):
+    try:
+        return re.compile(text)
+    except re.error:  # a Java-only construct: skip the check rather than refuse valid input
+        return None
+
+
+def _to_epoch(value: Any) -> float:
+    """Seconds since the epoch from a datetime, an ISO-8601 string or a number."""
+    if isinstance(value, bool):
+        raise _TypeMismatch("a timestamp")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return dt.timestamp()
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise _TypeMismatch("a timestamp") from None
+        return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    raise _TypeMismatch("a timestamp")
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def check_input(shape, value: Any, path: str, errors: list[tuple[str, str]], top: str = "") -> Any:
+    """Validate `value` against a botocore shape; append (top-level member, message) per constraint failure
+    and return the value in canonical form (null members dropped, timestamps as epoch seconds).
+    Raises _TypeMismatch for a value of the wrong JSON type."""
+    t = shape.type_name
+    md = shape.metadata
+    want = {"structure": "an object", "map": "an object", "list": "an array", "string": "a string",
+            "boolean": "a boolean", "integer": "an integer", "long": "an integer", "float": "a number",
+            "double": "a number", "blob": "a base64 string", "timestamp": "a timestamp"}.get(t, t)
+
+    def mismatch() -> _TypeMismatch:
+        return _TypeMismatch(f"Unexpected value type at '{path}': expected {want}, got {_json_kind(value)}")
+
+    def fail(constraint: str) -> None:
+        errors.append((top, f"Value {_render(value)} at '{path}' failed to satisfy constraint: {constraint}"))
+
+    def check_length() -> None:  # lists, maps and strings
+        if "min" in md and len(value) < md["min"]:
+            fail(f"Member must have length greater than or equal to {md['min']}")
+        if "max" in md and len(value) > md["max"]:
+            fail(f"Member must have length less than or equal to {md['max']}")
+
+    if t == "structure":
+        if not isinstance(value, dict):
+            raise mismatch()
+        out = {}
+        for name, member in shape.members.items():
+            v = value.get(name)
+            sub = f"{path}.{_lower_first(name)}" if path else _lower_first(name)
+            if v is None:
+                if name in shape.required_members:
+                    errors.append((top or name, f"Value null at '{sub}' failed to satisfy constraint: "
+                                                "Member must not be null"))
+                continue
+            out[name] = check_input(member, v, sub, errors, top or name)
+        return out
+    if t == "list":
+        if not isinstance(value, list):
+            raise mismatch()
+        check_length()
+        return [check_input(shape.member, v, f"{path}.{i}.member", errors, top) for i, v in enumerate(value, 1)]
+    if t == "map":
+        if not isinstance(value, dict):
+            raise mismatch()
+        check_length()
+        return {check_input(shape.key, k, f"{path}.key", errors, top):
+                check_input(shape.value, v, f"{path}.value", errors, top) for k, v in value.items()}
+    if t == "string":
+        if not isinstance(value, str):
+            raise mismatch()
+        check_length()
+        enum = shape.enum
+        if enum and value not in enum:
+            fail(f"Member must satisfy enum value set: [{', '.join(enum)}]")
+        elif "pattern" in md and (rx := _pattern(md["pattern"])) is not None and not rx.fullmatch(value):
+            fail(f"Member must satisfy regular expression pattern: {md['pattern']}")
+        return value
+    if t in ("integer", "long"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (isinstance(value, float) and not value.is_integer()):
+            raise mismatch()
+        value = int(value)
+        if "min" in md and value < md["min"]:
+            fail(f"Member must have value greater than or equal to {md['min']}")
+        if "max" in md and value > md["max"]:
+            fail(f"Member must have value less than or equal to {md['max']}")
+        return value
+    if t in ("float", "double"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise mismatch()
+        return value
+    if t == "boolean":
+        if not isinstance(value, bool):
+            raise mismatch()
+        return value
+    if t == "timestamp":
+        try:
+            return _to_epoch(value)
+        except _TypeMismatch:
+            raise mismatch() from None
+    if t == "blob":
+        if not isinstance(value, str):
+            raise mismatch()
+        return value
+    return value
+
+
+def validation_error(op, errors: list[tuple[str, str]], default: str = "ValidationException") -> ApiError:
+    """The ApiError AWS would send for these constraint failures of operation `op`."""
+    declared = {s.name for s in op.error_shapes} if op is not None else set()
+    top = errors[0][0]
+    code = MEMBER_EXCEPTIONS.get(top)
+    if code not in declared or any(m.endswith("Member must not be null") for _, m in errors[:1]):
+        code = "InvalidParameterException" if "InvalidParameterException" in declared else default
+    n = len(errors)
+    head = f"{n} validation error{'s' if n > 1 else ''} detected: "
+    return ApiError(code, head + "; ".join(m for _, m in errors[:10]))
+
+
+def validate_params(op, params: Any) -> dict:
+    """Check a request against the operation's input shape: the canonical params, or ApiError."""
+    shape = op.input_shape
+    if shape is None:
+        return {}
+    errors: list[tuple[str, str]] = []
+    try:
+        out = check_input(shape, params, "", errors)
+    except _TypeMismatch as e:
+        raise ApiError("SerializationException", str(e)) from None
+    if errors:
+        raise validation_error(op, errors)
+    return out
+
+
+def serialize(shape, value: Any, iso: bool = False) -> Any:
+    """A handler's value in the wire form of `shape`: members the model lacks are dropped, timestamps become
+    epoch seconds (or ISO-8601 text with `iso=True`, for audit records), bytes become base64."""
+    if value is None or shape is None:
+        return None
+    t = shape.type_name
+    if t == "structure":
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for name, member in shape.members.items():
+            v = value.get(name)
+            if v is not None:
+                out[name] = serialize(member, v, iso)
+        return out
+    if t == "list":
+        return [serialize(shape.member, v, iso) for v in value]
+    if t == "map":
+        return {str(k): serialize(shape.value, v, iso) for k, v in value.items()}
+    if t == "timestamp":
+        epoch = _to_epoch(value)
+        if iso:
+            return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return round(epoch, 3)
+    if t == "blob" and isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode()
+    if t == "string" and not isinstance(value, str):
+        return str(value)
+    return value
+
+
+# ---- server state ---------------------------------------------------------------------------------------
+
+def load_handlers() -> list[str]:
+    """Import every handler module that exists (others are written separately); the loaded names."""
+    loaded = []
+    for name in HANDLER_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        loaded.append(name)
+    return loaded
+
+
+class LakeServer:
+    """What every request shares: the lake, the keys, the audit writer, long-lived handler services."""
+
+    def __init__(self, lake, config: ServerConfig):
+        self.lake = lake
+        self.config = config
+        self.region = config.region or lake.region
+        self.keys = {c.access_key_id: c for c in config.credentials}
+        self.services: dict[str, Any] = {}  # handlers keep query managers etc. here (ApiContext.services)
+        self.audit = None
+        self.modules = load_handlers()
+
+    def start(self) -> None:
+        if self.config.audit_store and self.audit is None:
+            from .audit import AuditWriter
+
+            self.audit = AuditWriter(self.lake, self.config.audit_store,
+                                     flush_interval=self.config.audit_flush_interval,
+                                     batch_size=self.config.audit_batch_size)
+        self.services.setdefault("audit", self.audit)
+
+    def stop(self) -> None:
+        for name, svc in list(self.services.items()):
+            if svc is self.audit:
+                continue
+            close = getattr(svc, "close", None) or getattr(svc, "shutdown", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception as e:  # noqa: BLE001 - shut the rest down anyway
+                    log.error("closing %s: %s", name, e)
+        if self.audit is not None:
+            self.audit.close()
+
+    def flush_audit(self) -> None:
+        if self.audit is not None:
+            self.audit.flush()
+
+    def anonymous(self) -> Principal:
+        acct = self.lake.account_id
+        return Principal(access_key_id="anonymous", arn=f"arn:aws:iam::{acct}:anonymous", account_id=acct,
+                         allowed_accounts=frozenset({acct}), anonymous=True)
+
+    def authenticate(self, sreq: SignedRequest, service: str, client_host: str) -> Principal:
+        if not has_signature(sreq) and self.config.allow_anonymous and is_loopback(client_host):
+            return self.anonymous()
+        try:
+            cred = verify(sreq, self.keys, region=self.region, service=service, max_skew=self.config.max_skew)
+        except SigV4Error as e:
+            raise ApiError(e.code, e.message, 400) from None
+        return cred.principal
+
+
+# ---- HTTP ---------------------------------------------------------------------------------------------------
+
+def _signed_request(request, body: bytes) -> SignedRequest:
+    scope = request.scope
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    query = []
+    qs = scope.get("query_string", b"").decode("latin-1")
+    for pair in qs.split("&") if qs else []:
+        k, _, v = pair.partition("=")
+        query.append((unquote(k), unquote(v)))
+    headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
+    return SignedRequest(scope["method"], raw_path.decode("latin-1"), query, headers, body)
+
+
+def _json_response(body: Any, status: int, request_id: str, content_type: str, extra: dict | None = None):
+    from starlette.responses import Response
+
+    headers = {"x-amzn-RequestId": request_id, **(extra or {})}
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=content_type)
+
+
+def error_response(protocol: str, err: ApiError, request_id: str):
+    """AWS's error shape: JSON 1.1 puts the code in `__type`, rest-json in the x-amzn-ErrorType header."""
+    status = err.status
+    if protocol == "rest-json":
+        if err.code in ("MissingAuthenticationTokenException", "InvalidSignatureException",
+                        "IncompleteSignatureException", "UnrecognizedClientException") and status == 400:
+            status = 403  # rest-json services answer authentication failures with 403
+        return _json_response({"message": err.message}, status, request_id, "application/json",
+                              {"x-amzn-ErrorType": err.code})
+    return _json_response({"__type": err.code, "message": err.message}, status, request_id, JSON_11,
+                          {"x-amzn-ErrorType": err.code})
+
+
+def _call(handler, ctx: ApiContext, params: dict) -> Any:
+    try:
+        return handler(ctx, params)
+    except ApiError:
+        raise
+    except LakeError as e:
+        raise ApiError(e.code, str(e).splitlines()[0] if str(e) else e.code) from None
+
+
+async def _read_body(request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError("RequestEntityTooLargeException", f"request body exceeds {limit} bytes", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError("RequestEntityTooLargeException", f"request body exceeds {limit} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_json(body: bytes) -> Any:
+    if not body.strip():
+        return {}
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise ApiError("SerializationException", f"the request body is not valid JSON: {e}") from None
+
+
+async def _handle(state: LakeServer, request, service: str) -> Any:
+    """One API call: authenticate, route, validate, run, serialise, audit."""
+    from starlette.concurrency import run_in_threadpool
+
+    rest = service == SERVICE_DATA
+    protocol = "rest-json" if rest else "json"
+    request_id = str(uuid.uuid4())
+    op_name = None
+    principal = None
+    params: Any = None
+    ctx = None
+    try:
+        body = await _read_body(request, state.config.max_body_bytes)
+        client_host = request.client.host if request.client else ""
+        principal = state.authenticate(_signed_request(request, body), service, client_host)
+        ctx = ApiContext(lake=state.lake, principal=principal, region=state.region, request_id=request_id,
+                         source_ip=client_host or "127.0.0.1", user_agent=request.headers.get("user-agent", ""),
+                         services=state.services)
+        if rest:
+            op_name = request.url.path.strip("/")
+            registry = DATA_OPERATIONS
+        else:
+            target = request.headers.get("x-amz-target", "")
+            if not target.startswith(TARGET_PREFIX):
+                raise ApiError("UnknownOperationException",
+                               f"X-Amz-Target {target[:200]!r} does not name a CloudTrail operation")
+            op_name = target[len(TARGET_PREFIX):]
+            registry = OPERATIONS
+        op = operation_model(service, op_name)
+        if op is None:
+            raise ApiError("UnknownOperationException", f"{op_name[:200]!r} is not a {service} operation")
+        handler = registry.get(op_name)
+        if handler is None:
+            raise ApiError("UnsupportedOperationException", f"Lake does not implement {op_name}")
+        raw = _parse_json(body)
+        if rest:
+            if not isinstance(raw, dict):
+                raise ApiError("SerializationException", "the request body must be a JSON object")
+            raw = dict(raw)
+            qmap = {(m.serialization.get("name") or n): n for n, m in op.input_shape.members.items()
+                    if m.serialization.get("location") == "querystring"}
+            for k, v in _signed_request(request, b"").query:
+                if k in qmap:
+                    raw[qmap[k]] = v
+        params = raw  # what a failed validation is audited with
+        params = validate_params(op, raw)
+        result = await run_in_threadpool(_call, handler, ctx, params)
+        out = serialize(op.output_shape, result if result is not None else {}) if op.output_shape else {}
+        if op_name in MUTATING and state.audit is not None:
+            shown = None if rest or not op.output_shape else serialize(op.output_shape, result or {}, iso=True)
+            _audit(state, ctx, op_name, service, params, shown, None)
+        return _json_response(out or {}, 200, request_id, "application/json" if rest else JSON_11)
+    except ApiError as e:
+        if ctx is not None and op_name in MUTATING and state.audit is not None:
+            _audit(state, ctx, op_name, service, params if isinstance(params, dict) else None, None,
+                   (e.code, e.message))
+        return error_response(protocol, e, request_id)
+    except Exception as e:  # noqa: BLE001 - one line to the client, the traceback to the log
+        log.exception("request %s (%s) failed", request_id, op_name)
+        err = ApiError("InternalFailure", f"internal error ({type(e).__name__}); request id {request_id}", 500)
+        if ctx is not None and op_name in MUTATING and state.audit is not None:
+            _audit(state, ctx, op_name, service, params if isinstance(params, dict) else None, None,
+                   (err.code, err.message))
+        return error_response(protocol, err, request_id)
+
+
+def _audit(state: LakeServer, ctx: ApiContext, op: str, service: str, params, response, error) -> None:
+    from .audit import make_event
+
+    try:
+        state.audit.record(make_event(ctx, op, service, params, response, error))
+    except Exception as e:  # noqa: BLE001 - never fail the call being audited
+        log.error("audit: cannot record %s: %s", op, e)
+
+
+def create_app(lake, config: ServerConfig | None = None):
+    """The ASGI application serving `lake` (a `lake.Lake`). The audit writer starts with the app's lifespan."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    config = config or ServerConfig()
+    state = LakeServer(lake, config)
+
+    async def cloudtrail(request: Request):
+        return await _handle(state, request, SERVICE_CLOUDTRAIL)
+
+    async def data(request: Request):
+        return await _handle(state, request, SERVICE_DATA)
+
+    async def health(request: Request):
+        return JSONResponse({"status": "ok", "region": state.region, "operations": sorted(OPERATIONS),
+                             "dataOperations": sorted(DATA_OPERATIONS)})
+
+    async def not_found(request: Request):
+        err = ApiError("UnknownOperationException", f"no operation at {request.method} {request.url.path}", 404)
+        return error_response("rest-json", err, str(uuid.uuid4()))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await asyncio.get_running_loop().run_in_executor(None, state.start)
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, state.stop)
+
+    routes = [Route("/", cloudtrail, methods=["POST"]), Route("/health", health, methods=["GET"])]
+    routes += [Route(f"/{name}", data, methods=["POST"]) for name in
+               sorted({service_model(SERVICE_DATA).operation_model(n).http["requestUri"].strip("/")
+                       for n in service_model(SERVICE_DATA).operation_names})]
+    routes.append(Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]))
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.lake_server = state
+    return app
+
+
+# ---- running it -------------------------------------------------------------------------------------------
+
+def serve(lake, config: ServerConfig, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+          log_level: str = "info", ready: Callable[[str], None] | None = None) -> None:
+    """Run the server in the foreground until interrupted (`lake serve`). The port is bound before anything
+    is announced, so "address in use" is an error here, not a log line after a ready message."""
+    import uvicorn
+
+    check_bind(config, host)
+    app = create_app(lake, config)
+    sock = _bind(host, port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on",
+                                           access_log=log_level == "debug", timeout_graceful_shutdown=10))
+    if ready is not None:
+        ready(_url(host, sock.getsockname()[1]))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it handled: shutdown is already complete
+        pass
+    finally:
+        sock.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class ServerThread:
+    """The server on a background thread (tests, embedding): `with ServerThread(lake, cfg) as srv: srv.url`.
+    Port 0 (the default) picks a free port; `stop()` finishes in-flight requests and flushes the audit."""
+
+    def __init__(self, lake, config: ServerConfig | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                 log_level: str = "warning"):
+        self.lake = lake
+        self.config = config or ServerConfig()
+        self.host = host
+        self.port = port
+        self.log_level = log_level
+        self.app = None
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        return _url(self.host, self.port)
+
+    @property
+    def state(self) -> LakeServer:
+        return self.app.state.lake_server
+
+    def start(self, timeout: float = 20.0) -> "ServerThread":
+        import uvicorn
+
+        check_bind(self.config, self.host)
+        self.app = create_app(self.lake, self.config)
+        sock = _bind(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        self._sock = sock
+        self._server = uvicorn.Server(uvicorn.Config(self.app, log_level=self.log_level, lifespan="on",
+                                                     access_log=False, timeout_graceful_shutdown=5))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name=f"lake-serve-{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"lake serve on {self.url} failed to start (see the log above)")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"lake serve on {self.url} did not start within {timeout:.0f} s")
+            time.sleep(0.01)
+        return self
+
+    def flush_audit(self) -> None:
+        self.state.flush_audit()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+__all__ = ["ServerConfig", "ServerThread", "LakeServer", "create_app", "serve", "check_bind", "is_loopback",
+           "validate_params", "serialize", "service_model", "HANDLER_MODULES"]
