@@ -45,7 +45,7 @@ from .sigv4 import MAX_SKEW, Credential, SigV4Error, SignedRequest, has_signatur
 log = logging.getLogger("lake.serve")
 
 HANDLER_MODULES = ("lake.api_stores", "lake.api_tags", "lake.api_queries", "lake.api_lookup", "lake.api_imports",
-                   "lake.api_channels")
+                   "lake.api_channels", "lake.keys", "lake.api_trails")
 JSON_11 = "application/x-amz-json-1.1"
 DEFAULT_PORT = 8455
 
@@ -356,6 +356,13 @@ class LakeServer:
                                      flush_interval=self.config.audit_flush_interval,
                                      batch_size=self.config.audit_batch_size)
         self.services.setdefault("audit", self.audit)
+        # Query results delivered by StartQuery are signed with this server's region keys (result_sign.json),
+        # the region ListPublicKeys answers for.
+        try:
+            from . import api_queries, resultsign
+            api_queries.RESULT_SIGNER = resultsign.result_signer(self.lake, region=self.region)
+        except ModuleNotFoundError:
+            pass
 
     def stop(self) -> None:
         for name, svc in list(self.services.items()):

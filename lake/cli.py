@@ -598,6 +598,11 @@ def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, r
     serve(lk, config, host=host, port=port, log_level=log_level, ready=ready)
 
 
+from .validatelogs import validate_logs_cmd  # noqa: E402 - its own module, like the AWS CLI's command
+
+cli.add_command(validate_logs_cmd)
+
+
 def main() -> None:
     cli(prog_name="lake")
 
