@@ -635,7 +635,7 @@ def validate_logs(*, trail_arn: str, start_time: str, end_time: str | None = Non
     return run.run()
 
 
-@click.command("validate-logs")
+@click.command("validate-logs", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--trail-arn", required=True, help="The ARN of the trail to validate.")
 @click.option("--start-time", required=True,
               help='Validate log files delivered on or after this UTC time, e.g. "2015-01-08T05:21:42Z".')
