@@ -62,6 +62,7 @@ class ServerConfig:
     max_skew: timedelta = MAX_SKEW
     audit_flush_interval: float = 1.0
     audit_batch_size: int = 100
+    delivery: bool = False                 # run trail log delivery in the background (`lake serve` turns it on)
 
 
 def is_loopback(host: str) -> bool:
@@ -363,6 +364,10 @@ class LakeServer:
             api_queries.RESULT_SIGNER = resultsign.result_signer(self.lake, region=self.region)
         except ModuleNotFoundError:
             pass
+        # Trails deliver log files (and digests) in the background, every $LAKE_DELIVERY_INTERVAL seconds.
+        if self.config.delivery:
+            from .delivery import DeliveryService
+            self.services.setdefault("delivery", DeliveryService(self.lake).start())
 
     def stop(self) -> None:
         for name, svc in list(self.services.items()):

@@ -576,9 +576,12 @@ def demo_cmd(obj: Ctx, events: int, days: int, seed: int) -> None:
                                "or us-east-1).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="Server log verbosity (debug also logs every request).")
+@click.option("--delivery/--no-delivery", default=True, show_default=True,
+              help="Deliver trail log files and digests in the background (every $LAKE_DELIVERY_INTERVAL s, "
+                   "default 300).")
 @click.pass_obj
 @handle_errors
-def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, region, log_level) -> None:
+def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, region, log_level, delivery) -> None:
     """Serve the CloudTrail API (JSON 1.1) and cloudtrail-data PutAuditEvents over HTTP, so boto3 and the AWS
     CLI work with --endpoint-url. Requests are authenticated with Signature Version 4 against the configured
     credentials. Runs until interrupted. Details in docs/server.md."""
@@ -586,7 +589,7 @@ def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, r
     from .sigv4 import load_credentials
 
     config = ServerConfig(credentials=load_credentials(credentials), allow_anonymous=allow_anonymous,
-                          audit_store=audit_store, region=region)
+                          audit_store=audit_store, region=region, delivery=delivery)
     check_bind(config, host)
     lk = obj.lake
 
@@ -598,6 +601,9 @@ def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, r
     serve(lk, config, host=host, port=port, log_level=log_level, ready=ready)
 
 
+from .trails import trails_cli  # noqa: E402 - `lake trails ...`
+
+cli.add_command(trails_cli)
 from .validatelogs import validate_logs_cmd  # noqa: E402 - its own module, like the AWS CLI's command
 
 cli.add_command(validate_logs_cmd)
