@@ -418,8 +418,9 @@ def test_boto3_delivery_to_s3(server, cloudtrail_client, s3_env):
     assert d["DeliveryStatus"] == "SUCCESS" and d["DeliveryS3Uri"] == f"s3://{bucket}/lake"
     s3 = boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
-    assert keys == [f"lake/AWSLogs/{ACCT_A}/CloudTrail-Lake/Query/{d['QueryStatistics']['CreationTime']:%Y/%m/%d}/"
-                    f"{qid}/result_1.csv.gz"]
+    prefix = f"lake/AWSLogs/{ACCT_A}/CloudTrail-Lake/Query/{d['QueryStatistics']['CreationTime']:%Y/%m/%d}/{qid}/"
+    # the server signs what it delivers (result_sign.json, issue 7)
+    assert sorted(keys) == [prefix + "result_1.csv.gz", prefix + "result_sign.json"]
     body = gzip.decompress(s3.get_object(Bucket=bucket, Key=keys[0])["Body"].read()).decode()
     assert body == resultformat.to_csv(server.lake.sql(sql))
 
