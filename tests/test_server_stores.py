@@ -229,6 +229,8 @@ def test_tags_on_stores(server, cloudtrail_client):
     with pytest.raises(c.exceptions.CloudTrailARNInvalidException):
         c.add_tags(ResourceId="not-an-arn", TagsList=[{"Key": "k", "Value": "v"}])
     with pytest.raises(c.exceptions.ResourceTypeNotSupportedException):
+        c.list_tags(ResourceIdList=[f"arn:aws:cloudtrail:{REGION}:{ACCOUNT_A}:dashboard/my-dashboard"])
+    with pytest.raises(c.exceptions.ResourceNotFoundException):  # trails are taggable; this one does not exist
         c.list_tags(ResourceIdList=[f"arn:aws:cloudtrail:{REGION}:{ACCOUNT_A}:trail/my-trail"])
     with pytest.raises(ClientError) as e:
         c.list_tags(ResourceIdList=[arn] * 21)
