@@ -47,6 +47,7 @@ from . import pruning
 from .api_stores import owner_account
 from .apicore import ApiContext, ApiError, operation
 from .store import PENDING_DELETION, Store
+from .enrichment import strip_event_context
 
 LOOKUP_WINDOW_DAYS = 90
 MAX_RESULTS = 50
@@ -490,7 +491,7 @@ def _event(r: dict) -> dict:
             resources.append(item)
     ev["Resources"] = resources
     if r["eventjson"] is not None:
-        ev["CloudTrailEvent"] = r["eventjson"]
+        ev["CloudTrailEvent"] = strip_event_context(r["eventjson"])  # AWS never shows eventContext here
     return ev
 
 

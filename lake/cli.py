@@ -601,6 +601,9 @@ def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, r
     serve(lk, config, host=host, port=port, log_level=log_level, ready=ready)
 
 
+from .enrichment import tags_cli  # noqa: E402 - `lake tags ...` (the resource tag registry)
+
+cli.add_command(tags_cli)
 from .trails import trails_cli  # noqa: E402 - `lake trails ...`
 
 cli.add_command(trails_cli)

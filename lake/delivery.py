@@ -68,6 +68,7 @@ from .schema import EVENT_SCHEMA
 from .selectors import selector_expr
 from .trails import SOURCES, TRAIL_CATEGORIES, Trail, TrailCatalog, bucket_target
 from .storage import Storage
+from .enrichment import strip_event_context
 
 try:  # digest files are written by lake/digest.py; delivery works without it
     from .digest import DigestWriter
@@ -480,7 +481,7 @@ class Deliverer:
         out = []
         for group in rows.partition_by(["account", "kind", "region"], maintain_order=True):
             account, kind, region = group["account"][0], group["kind"][0], group["region"][0]
-            texts = [t.encode() for t in group["eventjson"].to_list()]
+            texts = [strip_event_context(t).encode() for t in group["eventjson"].to_list()]  # no eventContext
             times = group["eventtime"]
             for part, (a, b) in enumerate(split_records([len(t) for t in texts], self.max_file_bytes)):
                 unique = unique_string(self.trail.id, str(n), account, kind, region, str(part))

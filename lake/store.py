@@ -310,6 +310,9 @@ class Store:
             raise InactiveStore(f"event data store {md['Name']} is pending deletion; restore it to add events")
         if md["Status"] == STOPPED and live:
             raise InactiveStore(f"ingestion is stopped on {md['Name']}; run `lake store start-ingestion` first")
+        if live and md.get("ContextKeySelectors"):  # enrichment (eventContext) applies to events as received
+            from .enrichment import enrich_for_store
+            records = enrich_for_store(self, records, md)
         conv = events.convert(records, size_mode=md.get("MaxEventSize", limits.STANDARD), location=location,
                               field_caps=live)
         result = AppendResult(rejected=conv.rejects, truncated=conv.truncated)
