@@ -45,7 +45,7 @@ from .sigv4 import MAX_SKEW, Credential, SigV4Error, SignedRequest, has_signatur
 log = logging.getLogger("lake.serve")
 
 HANDLER_MODULES = ("lake.api_stores", "lake.api_tags", "lake.api_queries", "lake.api_lookup", "lake.api_imports",
-                   "lake.api_channels", "lake.keys", "lake.api_trails")
+                   "lake.api_channels", "lake.keys", "lake.api_trails", "lake.api_aggregation", "lake.api_insights")
 JSON_11 = "application/x-amz-json-1.1"
 DEFAULT_PORT = 8455
 
@@ -62,7 +62,8 @@ class ServerConfig:
     max_skew: timedelta = MAX_SKEW
     audit_flush_interval: float = 1.0
     audit_batch_size: int = 100
-    delivery: bool = False                 # run trail log delivery in the background (`lake serve` turns it on)
+    delivery: bool = False                 # run trail delivery and data-event aggregation in the background
+    #                                        (`lake serve` turns it on)
 
 
 def is_loopback(host: str) -> bool:
@@ -366,8 +367,10 @@ class LakeServer:
             pass
         # Trails deliver log files (and digests) in the background, every $LAKE_DELIVERY_INTERVAL seconds.
         if self.config.delivery:
+            from .aggregation import AggregationService
             from .delivery import DeliveryService
             self.services.setdefault("delivery", DeliveryService(self.lake).start())
+            self.services.setdefault("aggregation", AggregationService(self.lake).start())
 
     def stop(self) -> None:
         for name, svc in list(self.services.items()):

@@ -85,7 +85,7 @@ STATE = "_trails"
 GLOBAL_SOURCES = ("iam.amazonaws.com", "sts.amazonaws.com", "cloudfront.amazonaws.com", "signin.amazonaws.com")
 GLOBAL_REGION = "us-east-1"
 KIND = {"Management": "CloudTrail", "Data": "CloudTrail", "NetworkActivity": "CloudTrail-NetworkActivity",
-        "Insight": "CloudTrail-Insight"}
+        "Insight": "CloudTrail-Insight", "Aggregated": "CloudTrail-Aggregated"}
 DIGESTED_KINDS = ("CloudTrail",)
 _COLUMNS = ["eventjson", "eventtime", "recipientaccountid", "awsregion", "eventcategory", "eventsource",
             "eventname", "readonly", "eventtype", "sessioncredentialfromconsole", "useridentity_arn", "errorcode",
@@ -216,6 +216,8 @@ def _filter_expr(trail: Trail) -> pl.Expr:
         pl.any_horizontal([selector_expr([s]) for s in sels]) if sels else pl.lit(False))
     if trail.doc.get("InsightSelectors"):
         picked = picked | (category == "Insight")
+    if trail.doc.get("AggregationConfigurations"):  # 5-minute data event summaries (lake/aggregation.py)
+        picked = picked | (category == "Aggregated")
     return pl.all_horizontal([*conds, picked]).fill_null(False).alias("deliver")
 
 
