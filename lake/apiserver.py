@@ -62,7 +62,7 @@ class ServerConfig:
     max_skew: timedelta = MAX_SKEW
     audit_flush_interval: float = 1.0
     audit_batch_size: int = 100
-    delivery: bool = False                 # run trail delivery and data-event aggregation in the background
+    delivery: bool = False                 # run trail delivery, aggregation and Insights in the background
     #                                        (`lake serve` turns it on)
 
 
@@ -369,8 +369,10 @@ class LakeServer:
         if self.config.delivery:
             from .aggregation import AggregationService
             from .delivery import DeliveryService
+            from .insights import InsightsService
             self.services.setdefault("delivery", DeliveryService(self.lake).start())
             self.services.setdefault("aggregation", AggregationService(self.lake).start())
+            self.services.setdefault("insights", InsightsService(self.lake).start())
 
     def stop(self) -> None:
         for name, svc in list(self.services.items()):

@@ -578,7 +578,7 @@ def demo_cmd(obj: Ctx, events: int, days: int, seed: int) -> None:
               show_default=True, help="Server log verbosity (debug also logs every request).")
 @click.option("--delivery/--no-delivery", default=True, show_default=True,
               help="Deliver trail log files and digests (every $LAKE_DELIVERY_INTERVAL s, "
-                   "default 300) and summarise data events (every $LAKE_AGGREGATION_INTERVAL s) in the background.")
+                   "default 300), summarise data events and detect Insights in the background.")
 @click.pass_obj
 @handle_errors
 def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, region, log_level, delivery) -> None:
@@ -601,6 +601,9 @@ def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, r
     serve(lk, config, host=host, port=port, log_level=log_level, ready=ready)
 
 
+from .insights import insights_cli  # noqa: E402 - `lake insights run ...`
+
+cli.add_command(insights_cli)
 from .aggregation import aggregate_cli  # noqa: E402 - `lake aggregate ...` (5-minute data event summaries)
 
 cli.add_command(aggregate_cli)
