@@ -182,7 +182,7 @@ def run(seconds: float = 30.0, clients: int = 8, batch: int = 100, workdir: str 
         audit_store: str | None = None) -> dict:
     """Run the load test; returns the figures (and raises AssertionError if any acknowledged event is missing
     or stored more than once)."""
-    import boto3  # noqa: F401 - fail early when absent
+    import boto3  # before starting anything: fail early when absent
 
     import lake
 
@@ -195,8 +195,6 @@ def run(seconds: float = 30.0, clients: int = 8, batch: int = 100, workdir: str 
     server = _Server(uri, root, audit_store)
     try:
         url = server.url
-        import boto3
-
         ct = boto3.session.Session().client(
             "cloudtrail", endpoint_url=url, region_name=REGION, aws_access_key_id=CRED["access_key_id"],
             aws_secret_access_key=CRED["secret_access_key"])

@@ -424,19 +424,13 @@ class AggregationService(DeliveryService):
     $LAKE_AGGREGATION_INTERVAL or 60), sooner after `kick()`; `start()` / `close()` as DeliveryService's (the
     service protocol of LakeServer.services), whose thread handling it reuses."""
 
+    name = "aggregation"
+
     def __init__(self, lake: Any, interval: float | None = None, stop_event: threading.Event | None = None):
         super().__init__(lake, aggregation_interval() if interval is None else interval, stop_event)
-        self.thread.name = "lake-aggregation"
 
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                aggregate_all(self.lake)
-            except Exception as e:  # noqa: BLE001 - the next round retries
-                log.error("aggregation round failed: %s", e)
-            self.rounds += 1
-            self._wake.wait(self.interval)
-            self._wake.clear()
+    def _round(self) -> None:
+        aggregate_all(self.lake)
 
 
 # ------------------------------------------------------------------------------------------ CLI

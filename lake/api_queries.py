@@ -106,8 +106,10 @@ def _short(msg: str) -> str:
 class QueryManager:
     """Runs and remembers the queries of one lake (one per server process and lake)."""
 
-    def __init__(self, lake: Any, *, max_running: int = MAX_RUNNING, timeout_s: float = QUERY_TIMEOUT_S):
+    def __init__(self, lake: Any, *, max_running: int = MAX_RUNNING, timeout_s: float = QUERY_TIMEOUT_S,
+                 signer: Callable | None = None):
         self.lake = lake
+        self.signer = signer  # signs delivered results (a server's region keys); else the module's RESULT_SIGNER
         self.max_running = max_running
         self.timeout_s = timeout_s
         self.instance = uuid.uuid4().hex
@@ -297,7 +299,7 @@ class QueryManager:
             return self._delivered(rec, "ACCESS_DENIED", f"cannot deliver the results: {e}")
         except Exception as e:
             return self._delivered(rec, "FAILED", f"cannot deliver the results: {e}")
-        signer = RESULT_SIGNER
+        signer = self.signer or RESULT_SIGNER
         if signer is not None:
             try:
                 signer(rec, written, lambda name, data: _write_uri(f"{base}/{name}", data))
@@ -376,11 +378,11 @@ def manager(ctx: ApiContext) -> QueryManager:
     with _MANAGERS_LOCK:
         m = ctx.services.get("queries")
         if m is None:
-            m = ctx.services["queries"] = QueryManager(ctx.lake)
+            m = ctx.services["queries"] = QueryManager(ctx.lake, signer=ctx.services.get("result_signer"))
         elif not (isinstance(m, QueryManager) and m.lake.uri == ctx.lake.uri):
             m = ctx.services.get(f"queries:{ctx.lake.uri}")
             if m is None:
-                m = ctx.services[f"queries:{ctx.lake.uri}"] = QueryManager(ctx.lake)
+                m = ctx.services[f"queries:{ctx.lake.uri}"] = QueryManager(ctx.lake, signer=ctx.services.get("result_signer"))
         return m
 
 

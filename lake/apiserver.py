@@ -359,12 +359,9 @@ class LakeServer:
                                      batch_size=self.config.audit_batch_size)
         self.services.setdefault("audit", self.audit)
         # Query results delivered by StartQuery are signed with this server's region keys (result_sign.json),
-        # the region ListPublicKeys answers for.
-        try:
-            from . import api_queries, resultsign
-            api_queries.RESULT_SIGNER = resultsign.result_signer(self.lake, region=self.region)
-        except ModuleNotFoundError:
-            pass
+        # the region ListPublicKeys answers for; the query manager takes the signer from the services.
+        from . import resultsign
+        self.services.setdefault("result_signer", resultsign.result_signer(self.lake, region=self.region))
         # Trails deliver log files (and digests) in the background, every $LAKE_DELIVERY_INTERVAL seconds.
         if self.config.delivery:
             from .aggregation import AggregationService

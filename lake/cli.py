@@ -6,7 +6,6 @@ exits 1 when it finds anything.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from datetime import timedelta

@@ -810,6 +810,21 @@ def _A(key: str, cat: str, ro: bool, **kw) -> _Action:
 
 
 M, D = "Management", "Data"
+
+
+def _saml_action(name: str, role: str) -> "_A":
+    """AssumeRoleWithSAML from the Okta IdP into `role` (the generated sign-ins of federated humans)."""
+    return _A(f"sts:AssumeRoleWithSAML-{name}", M, True, patch=_p_saml, nvar=6, req=lambda c, r, d: {
+        "sAMLAssertionID": f"id{_hex(r, 20)}", "roleSessionName": "user@example.com", "roleArn": c.arn("role", role),
+        "principalArn": c.saml_provider, "durationSeconds": 3600},
+        resp=lambda c, r, d, q: {**_assume_role_resp(c, r, d, q), "subject": "user@example.com",
+                                 "subjectType": "unspecified", "issuer": "http://www.okta.com/exk" + _alnum(r, 17),
+                                 "audience": "https://signin.aws.amazon.com/saml", "nameQualifier": _b64(r, 21)},
+        res=lambda c, q: [{"accountId": c.acct, "type": "AWS::IAM::Role", "ARN": q["roleArn"]},
+                          {"accountId": c.acct, "type": "AWS::IAM::SAMLProvider", "ARN": q["principalArn"]}],
+        err_rate=.02)
+
+
 ACTIONS: list[_Action] = [
     # ---------------- S3 data ----------------
     _A("s3:GetObject", D, True, req=_s3_obj_req, res=_s3_obj_res, aed=_s3_aed("out"), rid="s3", err_rate=.015,
@@ -981,22 +996,8 @@ ACTIONS: list[_Action] = [
         "roleArn": c.arn("role", r.choice(["OrganizationAccountAccessRole", "cross-account-readonly", "monitoring-readonly"])),
         "roleSessionName": r.choice(["deploy", "audit", "cloud-monitor", f"session-{_hex(r, 8)}"]),
         "durationSeconds": 3600}, resp=_assume_role_resp, res=_role_res, err_rate=.04),
-    _A("sts:AssumeRoleWithSAML-admin", M, True, patch=_p_saml, nvar=6, req=lambda c, r, d: {
-        "sAMLAssertionID": f"id{_hex(r, 20)}", "roleSessionName": "user@example.com", "roleArn": c.arn("role", "okta-admin"),
-        "principalArn": c.saml_provider, "durationSeconds": 3600},
-       resp=lambda c, r, d, q: {**_assume_role_resp(c, r, d, q), "subject": "user@example.com", "subjectType": "unspecified",
-                                "issuer": "http://www.okta.com/exk" + _alnum(r, 17), "audience": "https://signin.aws.amazon.com/saml",
-                                "nameQualifier": _b64(r, 21)},
-       res=lambda c, q: [{"accountId": c.acct, "type": "AWS::IAM::Role", "ARN": q["roleArn"]},
-                         {"accountId": c.acct, "type": "AWS::IAM::SAMLProvider", "ARN": q["principalArn"]}], err_rate=.02),
-    _A("sts:AssumeRoleWithSAML-eng", M, True, patch=_p_saml, nvar=6, req=lambda c, r, d: {
-        "sAMLAssertionID": f"id{_hex(r, 20)}", "roleSessionName": "user@example.com", "roleArn": c.arn("role", "okta-engineer"),
-        "principalArn": c.saml_provider, "durationSeconds": 3600},
-       resp=lambda c, r, d, q: {**_assume_role_resp(c, r, d, q), "subject": "user@example.com", "subjectType": "unspecified",
-                                "issuer": "http://www.okta.com/exk" + _alnum(r, 17), "audience": "https://signin.aws.amazon.com/saml",
-                                "nameQualifier": _b64(r, 21)},
-       res=lambda c, q: [{"accountId": c.acct, "type": "AWS::IAM::Role", "ARN": q["roleArn"]},
-                         {"accountId": c.acct, "type": "AWS::IAM::SAMLProvider", "ARN": q["principalArn"]}], err_rate=.02),
+    _saml_action("admin", "okta-admin"),
+    _saml_action("eng", "okta-engineer"),
     _A("sts:AssumeRoleWithWebIdentity", M, True, patch=_p_creds(3600), nvar=6, req=lambda c, r, d: {
         "roleArn": c.arn("role", "github-actions-deploy"), "roleSessionName": f"GitHubActions-{_hex(r, 10)}",
         "durationSeconds": 3600},

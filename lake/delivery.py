@@ -706,14 +706,18 @@ def delivery_interval() -> float:
 
 class DeliveryService:
     """The server's background delivery: a round every `interval` seconds (default $LAKE_DELIVERY_INTERVAL or
-    300), sooner after `kick()`. `close()` stops it (the service protocol of LakeServer.services)."""
+    300), sooner after `kick()`. `close()` stops it (the service protocol of LakeServer.services).
+
+    Other background services (aggregation, Insights) subclass it and override `_round` and `name`."""
+
+    name = "delivery"
 
     def __init__(self, lake: Any, interval: float | None = None, stop_event: threading.Event | None = None):
         self.lake = lake
         self.interval = delivery_interval() if interval is None else interval
         self.stop_event = stop_event or threading.Event()
         self._wake = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="lake-delivery", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"lake-{self.name}", daemon=True)
         self.rounds = 0
 
     def start(self) -> "DeliveryService":
@@ -723,12 +727,15 @@ class DeliveryService:
     def kick(self) -> None:
         self._wake.set()
 
+    def _round(self) -> None:
+        deliver_all(self.lake)
+
     def _run(self) -> None:
         while not self.stop_event.is_set():
             try:
-                deliver_all(self.lake)
-            except Exception as e:  # noqa: BLE001 - keep delivering; the next round retries
-                log.error("delivery round failed: %s", e)
+                self._round()
+            except Exception as e:  # noqa: BLE001 - keep running; the next round retries
+                log.error("%s round failed: %s", self.name, e)
             self.rounds += 1
             self._wake.wait(self.interval)
             self._wake.clear()

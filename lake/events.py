@@ -8,7 +8,6 @@ A record that cannot be stored is returned as a `Reject` with a reason; it never
 
 from __future__ import annotations
 
-import io
 import operator
 from dataclasses import dataclass
 from typing import Any, Iterable

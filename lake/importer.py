@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from multiprocessing import get_context
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import msgspec
 import orjson
@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from . import segments
 from .errors import InvalidParameter, NotFound
-from .events import Reject, convert_raw
+from .events import convert_raw
 from .log import now_iso
 from .schema import TIMESTAMP
 from .sources import LogObject, in_window, list_source, read_object, utc
@@ -298,7 +298,6 @@ class Importer:
 
     # -- planning -----------------------------------------------------------------------------------------
     def _plan(self) -> list[list[LogObject]]:
-        storage = self.lake.storage
         done = imported_objects(self.store)
         todo: list[LogObject] = []
         prefixes = set()

@@ -37,7 +37,6 @@ skips stored eventIDs).
 
 from __future__ import annotations
 
-import logging
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -51,7 +50,6 @@ import polars as pl
 from .delivery import DeliveryService
 from .errors import InvalidParameter
 
-log = logging.getLogger("lake.insights")
 
 CALL, ERROR = "ApiCallRateInsight", "ApiErrorRateInsight"
 INSIGHT_TYPES = (CALL, ERROR)
@@ -460,19 +458,13 @@ class InsightsService(DeliveryService):
     """The server's background Insights: a round of `run_incremental` every `interval` seconds (default 300);
     `start()` / `kick()` / `close()` are DeliveryService's (the service protocol of LakeServer.services)."""
 
+    name = "insights"
+
     def __init__(self, lake: Any, interval: float = 300.0, stop_event: threading.Event | None = None):
         super().__init__(lake, interval, stop_event)
-        self.thread = threading.Thread(target=self._run, name="lake-insights", daemon=True)
 
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                run_incremental(self.lake)
-            except Exception as e:  # noqa: BLE001 - keep running; the next round retries
-                log.error("insights round failed: %s", e)
-            self.rounds += 1
-            self._wake.wait(self.interval)
-            self._wake.clear()
+    def _round(self) -> None:
+        run_incremental(self.lake)
 
 
 # ---------------------------------------------------------------------------------------------- metrics

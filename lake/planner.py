@@ -19,19 +19,17 @@ from datetime import datetime
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 from sqlglot import exp
 from sqlglot.optimizer.unnest_subqueries import unnest_subqueries
 
 from . import pruning
 from .errors import SqlError
-from .schema import EVENT_SCHEMA, FLAT_FIELDS
+from .schema import EVENT_SCHEMA
 from .sqlexpr import Ctx, Env, aggregate, in_values, is_aggregate, per_row, sql_key
 from .sqlparse import HIDDEN_COLUMNS, error_at
 
 _EMPTY_EVENTS = pl.from_arrow(EVENT_SCHEMA.empty_table())
 _SCAN_COLUMNS = [f.name for f in EVENT_SCHEMA if f.name != "eventjson"]
-_PLACEHOLDERS = ("__lake_in", "__lake_exists", "__lake_scalar")
 _MAP_COLUMNS = {c for c, t in _EMPTY_EVENTS.schema.items() if isinstance(t, pl.Map)}
 
 
@@ -282,8 +280,6 @@ class Planner:
         tmp = [f"__unnest{next(self._ids)}" for _ in arrays]
         lf = lf.with_columns([a.alias(t) for a, t in zip(arrays, tmp)])
         types = [ctx.dtype(a) for a in arrays]
-        for t, dt in zip(types, arrays):
-            pass
         if not outer:
             lf = lf.filter(pl.all_horizontal([pl.col(t).list.len().fill_null(0) > 0 for t in tmp]))
         if node.args.get("offset"):
@@ -604,7 +600,7 @@ def _slice(node: exp.Expression, lf: pl.LazyFrame, planner: Planner) -> pl.LazyF
 
 def _rebase(rel: Rel, alias: str, node: exp.Expression) -> Rel:
     """A relation's outputs as columns of one FROM item called `alias`."""
-    cols, exprs, schema_in = {}, [], rel.lf.collect_schema()
+    cols, exprs = {}, []
     seen = set()
     for name, c in rel.outputs:
         n = name.lower()
@@ -805,10 +801,9 @@ def window_expr(w: exp.Window, ctx: Ctx):
         x = ctx.expr(fn.this)
         if name.startswith("first"):
             return over(x.first())
-        return over(x.last()) if not okeys else _cumulative(x, "last", part, okeys, odesc, onulls_last)
+        # with ORDER BY the default RANGE frame ends at the current row's last peer
+        return over(x.last()) if not okeys else _cumulative_agg(fn, ctx, part, okeys, odesc, onulls_last, rows=False)
     if is_aggregate(fn):
-        if isinstance(fn, exp.Anonymous) and fn.name.lower() not in ("count_if",):
-            pass
         if spec is not None and not _default_frame(spec, bool(okeys)):
             frame = spec.sql(dialect="trino")
             if okeys and _rows_unbounded_current(spec):
@@ -907,12 +902,6 @@ def _rows_frame_agg(fn: exp.Expression, ctx: Ctx, part, okeys, odesc, onulls_las
     return out.over(part or pl.lit(0), order_by=_order_key(okeys, odesc, onulls_last))
 
 
-def _cumulative(x: pl.Expr, kind: str, part, okeys, odesc, onulls_last) -> pl.Expr:
-    ob = _order_key(okeys, odesc, onulls_last)
-    e = x.forward_fill() if kind == "last" else x
-    return e.over(part or pl.lit(0), order_by=ob)
-
-
 def _cumulative_agg(fn: exp.Expression, ctx: Ctx, part, okeys, odesc, onulls_last, rows: bool) -> pl.Expr:
     """Running aggregates with ORDER BY: RANGE frames (the default) include the current row's peers."""
     name = fn.key.lower() if not isinstance(fn, exp.Anonymous) else fn.name.lower()
@@ -934,6 +923,8 @@ def _cumulative_agg(fn: exp.Expression, ctx: Ctx, part, okeys, odesc, onulls_las
         run = run.forward_fill()
     elif name == "max":
         run = x.cum_max().forward_fill()
+    elif name in ("lastvalue", "last_value"):
+        run = x  # the frame's last row is the current row; the peer pass below moves it to the last peer
     elif name in ("countif", "count_if"):
         run = x.fill_null(False).cast(pl.Int64).cum_sum()
     else:

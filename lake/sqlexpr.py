@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import polars as pl
@@ -151,6 +151,8 @@ class Ctx:
             return None
         if isinstance(node, exp.Paren):
             return self.literal_value(node.this)
+        if isinstance(node, (exp.Cast, exp.TryCast)) and isinstance(node.this, exp.Null):
+            return None  # CAST(NULL AS VARCHAR): a typed NULL, e.g. in VALUES
         raise self.error(node, f"{node.sql(dialect='trino')} must be a constant here")
 
     def coerce_pair(self, a: pl.Expr, an: exp.Expression, b: pl.Expr, bn: exp.Expression) -> tuple[pl.Expr, pl.Expr]:

@@ -27,6 +27,8 @@ Helpers
                    headers=None, when=None, tamper=None, secret=None, key_id=None) -> (status, headers, body)
         sends a raw request signed by botocore's SigV4Auth (for malformed-input and signature tests).
     audit_events(server) -> list of CloudTrail record dicts in the audit store (flushes first).
+    expect(code, fn, *args) -> the ApiError `fn(*args)` raises, checked to have `code` and a one-line message
+        (for handlers called directly with an ApiContext).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pathlib import Path
 
 import pytest
 
-from lake.apicore import TARGET_PREFIX
+from lake.apicore import TARGET_PREFIX, ApiError
 from lake.apiserver import ServerConfig, ServerThread
 from lake.lake import Lake
 from lake.sigv4 import Credential
@@ -61,7 +63,7 @@ PRINCIPALS: dict[str, Credential] = {
                         frozenset({ACCOUNT_A, ACCOUNT_B})),
 }
 
-__all__ = ["ACCOUNT_A", "ACCOUNT_B", "REGION", "AUDIT_STORE", "PRINCIPALS", "server", "cloudtrail_client",
+__all__ = ["expect", "ACCOUNT_A", "ACCOUNT_B", "REGION", "AUDIT_STORE", "PRINCIPALS", "server", "cloudtrail_client",
            "data_client", "aws_cli", "aws_run", "AwsCliError", "signed_request", "audit_events", "boto_client"]
 
 
@@ -217,3 +219,11 @@ def audit_events(server) -> list[dict]:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def expect(code: str, fn, *args):
+    with pytest.raises(ApiError) as e:
+        fn(*args)
+    assert e.value.code == code, (e.value.code, e.value.message)
+    assert "\n" not in e.value.message
+    return e.value

@@ -20,7 +20,8 @@ import pytest
 import lake
 from lake import api_channels as api
 from lake import channels as ch
-from lake.apicore import ApiContext, ApiError, Principal
+from lake.apicore import ApiContext, Principal
+from tests.server_fixture import expect
 
 ALICE_ACCT, BOB_ACCT = "111111111111", "222222222222"
 ALICE = Principal("AKIAALICE0000000000A", f"arn:aws:iam::{ALICE_ACCT}:user/alice", ALICE_ACCT,
@@ -47,14 +48,6 @@ def event_data(n: int = 0, *, account: str = ALICE_ACCT, **over) -> dict:
 
 def audit_event(n: int = 0, **over) -> dict:
     return {"id": f"e{n}", "eventData": json.dumps(event_data(n, **over))}
-
-
-def expect(code: str, fn, *args):
-    with pytest.raises(ApiError) as e:
-        fn(*args)
-    assert e.value.code == code, (e.value.code, e.value.message)
-    assert "\n" not in e.value.message
-    return e.value
 
 
 @pytest.fixture

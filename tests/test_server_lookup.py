@@ -16,7 +16,8 @@ import pytest
 
 import lake
 from lake import api_lookup, api_stores  # noqa: F401 - importing registers the handlers
-from lake.apicore import OPERATIONS, ApiContext, ApiError, Principal
+from lake.apicore import OPERATIONS, ApiContext, Principal
+from tests.server_fixture import expect
 from lake.generate import records as gen_records
 
 ACCT_A, ACCT_B = "111111111111", "222222222222"
@@ -41,14 +42,6 @@ def create_store(lk, principal: Principal, name: str, services: dict | None = No
                                              {"Name": name, "TerminationProtectionEnabled": False,
                                               "RetentionPeriod": 3653, **params})
     return lk.store(out["EventDataStoreArn"])
-
-
-def expect(code: str, fn, *args):
-    with pytest.raises(ApiError) as e:
-        fn(*args)
-    assert e.value.code == code, (e.value.code, e.value.message)
-    assert "\n" not in e.value.message
-    return e.value
 
 
 def username(rec: dict) -> str | None:

@@ -213,3 +213,10 @@ def test_timestamps_compare_with_strings_and_intervals(lk):
     df = lk.sql("SELECT count(*) AS n FROM trail-30d WHERE eventtime BETWEEN '2024-03-01' AND '2024-03-01 23:59:59'")
     assert df["n"][0] == 100
     assert isinstance(lk.sql("SELECT CAST(eventtime AS DATE) AS d FROM trail-30d LIMIT 1")["d"].dtype, pl.Date)
+
+
+def test_last_value_keeps_nulls_and_peers(lk):
+    # default RANGE frame: the value at the current row's last peer, NULL included (not the last non-NULL)
+    df = lk.sql("SELECT o, last_value(v) OVER (ORDER BY o) AS lv FROM (VALUES (1, 'a'), (2, 'b'), (2, 'b'), "
+                "(3, CAST(NULL AS VARCHAR))) AS t(o, v) ORDER BY o")
+    assert df["lv"].to_list() == ["a", "b", "b", None]
