@@ -3,6 +3,7 @@ directory and on S3; the rest are rejected with a reason and lose nothing beside
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import orjson
@@ -10,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 import lake
-from lake.events import convert
+from lake.events import convert, convert_raw
 from lake.timeparse import parse_timestamps
 
 NOW = datetime(2024, 3, 1, tzinfo=timezone.utc)  # with 3,653 days of retention every dated record fits
@@ -189,3 +190,70 @@ def test_struct_arrays_have_schema_types():
     t = convert([_base()]).table
     assert t.schema == EVENT_SCHEMA
     assert isinstance(t.column("requestparameters").type, pa.MapType)
+
+
+def _by_eventjson(table: pa.Table) -> list:
+    rows = table.to_pylist()
+    return sorted(rows, key=lambda r: (r["eventjson"], str(r["eventtime"])))
+
+
+def _raw_texts(records: list) -> list[bytes]:
+    return [orjson.dumps(r) for r in records]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_fast_raw_path_equals_dict_path_on_generated_data(tmp_path, seed):
+    """The import path (Arrow JSON reader + batched free-form decoding) and the dict path build the same
+    rows for the same texts: every column, nested maps included."""
+    from lake.datagen import generate_dataset
+    from lake.importer import split_raw
+
+    generate_dataset(str(tmp_path), events=3000, days=2, accounts=2, regions=2, seed=seed)
+    raws = [r for p in sorted(tmp_path.rglob("*.json.gz")) for r in split_raw(p.read_bytes(), p.name)]
+    assert len(raws) >= 3000
+    fast = convert_raw(raws)
+    slow = convert(raws, field_caps=False)
+    assert not fast.rejects and not slow.rejects
+    assert fast.table.schema == slow.table.schema
+    assert _by_eventjson(fast.table) == _by_eventjson(slow.table)
+
+
+def test_fast_raw_path_equals_dict_path_on_external_data(external):
+    for name, records in external.items():
+        raws = _raw_texts([r for r in records if isinstance(r, dict)])
+        fast, slow = convert_raw(raws), convert(raws, field_caps=False)
+        assert sorted((r.index, r.code) for r in fast.rejects) == sorted((r.index, r.code) for r in slow.rejects)
+        assert _by_eventjson(fast.table) == _by_eventjson(slow.table), name
+
+
+def test_free_form_values_keep_their_json_text():
+    """Strings stay as-is (unescaped), everything else becomes compact JSON; non-objects give a null map."""
+    rec = {"eventVersion": "1.08", "eventTime": "2024-01-01T00:00:00Z", "eventID": "e1",
+           "eventSource": "s3.amazonaws.com", "eventName": "GetObject", "recipientAccountId": "111122223333",
+           "requestParameters": {"a": "x\"y", "b": 1, "c": None, "d": [1, {"e": True}], "f": {"g": "h"}},
+           "responseElements": "a string", "additionalEventData": [1, 2], "serviceEventDetails": {}}
+    for conv in (convert_raw([orjson.dumps(rec)]), convert([rec])):
+        row = conv.table.to_pylist()[0]
+        assert dict(row["requestparameters"]) == {"a": 'x"y', "b": "1", "c": None, "d": '[1,{"e":true}]',
+                                                   "f": '{"g":"h"}'}
+        assert row["responseelements"] is None and row["additionaleventdata"] is None
+        assert row["serviceeventdetails"] == []
+
+
+def test_web_identity_attributes_follow_their_record_through_sorting_and_rejects():
+    """The one map inside userIdentity is filled in after the batch is filtered and sorted."""
+    def rec(n: int, t: str | None, attrs: dict | None) -> dict:
+        web = {} if attrs is None else {"federatedProvider": "accounts.google.com", "attributes": attrs}
+        r = {"eventVersion": "1.08", "eventID": f"e{n}", "eventName": "GetCallerIdentity",
+             "eventSource": "sts.amazonaws.com", "recipientAccountId": "111122223333",
+             "userIdentity": {"type": "AssumedRole", "sessionContext": {"webIdFederationData": web}}}
+        return r if t is None else {**r, "eventTime": t}
+    recs = [rec(0, "2024-01-03T00:00:00Z", None), rec(1, None, {"x": "lost"}),
+            rec(2, "2024-01-02T00:00:00Z", {"aud": "a", "n": 1}), rec(3, "2024-01-01T00:00:00Z", None)]
+    raws = [orjson.dumps(r) for r in recs]
+    raws[2] = json.dumps(recs[2]).encode()  # `"key": value` spacing, kept as received
+    fast = convert_raw(raws)
+    assert [r.code for r in fast.rejects] == ["MissingEventTime"]
+    got = {row["eventid"]: row["useridentity"]["sessioncontext"]["webidfederationdata"]["attributes"]
+           for row in fast.table.to_pylist()}
+    assert got == {"e0": None, "e2": [("aud", "a"), ("n", "1")], "e3": None}
