@@ -114,16 +114,18 @@ def decode(text: str | None) -> bytes | None:
 def may_contain(filters: pa.Array | pa.ChunkedArray, keys: list[str]) -> np.ndarray:
     """For each filter (one per segment; null = no filter, so "maybe"), whether any of `keys` may be in it."""
     if isinstance(filters, pa.ChunkedArray):
-        filters = filters.combine_chunks()
+        filters = filters.chunk(0) if filters.num_chunks == 1 else filters.combine_chunks()
     n = len(filters)
     out = np.zeros(n, dtype=bool)
     if n == 0:
         return out
-    filters = filters.cast(pa.large_binary())
+    if filters.type not in (pa.binary(), pa.large_binary()):
+        filters = filters.cast(pa.large_binary())
     valid = np.asarray(filters.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     out[~valid] = True
     _, offsets_buf, data_buf = filters.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[filters.offset: filters.offset + n + 1]
+    width = np.int64 if filters.type == pa.large_binary() else np.int32  # read in place: no copy of the bits
+    offsets = np.frombuffer(offsets_buf, dtype=width)[filters.offset: filters.offset + n + 1].astype(np.int64)
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, np.uint8)
     sizes = offsets[1:] - offsets[:-1]
     headed = sizes % 8 == 1  # current format: a probe-count byte before the bits

@@ -202,6 +202,10 @@ class Log:
             version += 1
         if snap is None:
             raise FileNotFoundError(f"no event data store at {self.storage.uri_of(self.prefix)}")
+        if snap.segments.num_rows and snap.segments.column(0).num_chunks > 1:
+            # One contiguous table per loaded version: every query prunes over it (Bloom filters are read
+            # in place), and per-chunk work would grow with the number of commits since the checkpoint.
+            snap = Snapshot(snap.version, snap.metadata, snap.segments.combine_chunks(), snap.head_hash)
         return snap
 
     def commits(self, start: int = 0):

@@ -550,7 +550,8 @@ def prune(segments: pa.Table, b: Bounds) -> PruneResult:
     if b.eventid is not None and "eventid_bloom" in segments.column_names:
         alive = np.flatnonzero(keep)
         if len(alive) and len(b.eventid) <= MAX_BLOOM_KEYS:
-            keep[alive] = bloom.may_contain(segments.column("eventid_bloom").take(alive), sorted(b.eventid))
+            filters = segments.column("eventid_bloom")
+            keep[alive] = bloom.may_contain(filters if len(alive) == n else filters.take(alive), sorted(b.eventid))
         elif not b.eventid:
             keep[:] = False
     kept = segments if keep.all() else segments.filter(pa.array(keep))

@@ -74,6 +74,22 @@ class Env:
         return None
 
 
+_EMPTY_FRAMES: dict[tuple, pl.LazyFrame] = {}
+
+
+def _empty_frame(schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+    """An empty frame of this schema, for typing expressions. Building one costs ~2 ms for the event schema
+    (every nested column is constructed), which made typing the largest fixed cost of a point lookup; the
+    same few schemas recur in every query, so they are kept (keyed by content: Env schemas are mutable)."""
+    key = tuple(schema.items())
+    frame = _EMPTY_FRAMES.get(key)
+    if frame is None:
+        if len(_EMPTY_FRAMES) > 256:
+            _EMPTY_FRAMES.clear()
+        frame = _EMPTY_FRAMES[key] = pl.LazyFrame(schema=schema)
+    return frame
+
+
 def sql_key(node: exp.Expression) -> str:
     """Canonical text of a node: how group keys and aggregates are recognised where they are used again."""
     return node.sql(dialect="trino", normalize=True)
@@ -109,7 +125,7 @@ class Ctx:
                 frame = pl.LazyFrame(schema={**self.env.schema, "__l": pl.List(elem)})
                 out = frame.select(pl.col("__l").list.eval(e).alias("__t")).collect_schema()["__t"]
                 return out.inner if isinstance(out, pl.List) else out
-            return pl.LazyFrame(schema=self.env.schema).select(e.alias("__t")).collect_schema()["__t"]
+            return _empty_frame(self.env.schema).select(e.alias("__t")).collect_schema()["__t"]
         except Exception:  # noqa: BLE001 - an expression polars cannot type is reported where it is used
             return pl.Null()
 

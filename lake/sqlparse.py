@@ -13,6 +13,7 @@ Steps, each with its own one-line error:
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import OptimizeError, ParseError, TokenError
 from sqlglot.optimizer.qualify import qualify
+from sqlglot.schema import MappingSchema
 from sqlglot.tokens import TokenType
 
 from .errors import ReadOnlyError, SqlError
@@ -190,11 +192,17 @@ def resolve_tables(tree: exp.Query, lookup) -> dict[str, object]:
     return tables
 
 
+@functools.lru_cache(maxsize=64)
+def _mapping_schema(tables: tuple[str, ...]) -> MappingSchema:
+    """sqlglot's schema object for these store tables. Normalising the 40-column nested schema costs ~1 ms
+    per table and qualify() only reads it, so it is built once per set of tables."""
+    return MappingSchema({name: VISIBLE_SCHEMA for name in tables}, dialect=DIALECT)
+
+
 def qualify_tree(tree: exp.Query, tables: dict[str, object]) -> exp.Query:
     """Qualify every column against the Lake schema (case-insensitive), expanding `*`."""
-    schema = {name: VISIBLE_SCHEMA for name in tables}
     try:
-        return qualify(tree, schema=schema, dialect=DIALECT, validate_qualify_columns=True,
+        return qualify(tree, schema=_mapping_schema(tuple(sorted(tables))), dialect=DIALECT, validate_qualify_columns=True,
                        quote_identifiers=True, identify=True)
     except OptimizeError as e:
         msg = str(e).splitlines()[0]
