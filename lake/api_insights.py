@@ -1,5 +1,7 @@
-"""Insights operations of `lake serve` for event data stores (reference 9.1, 9.3): Put/GetInsightSelectors with
-`EventDataStore` (+ `InsightsDestination`), and ListInsightsMetricData, mapped onto `lake/insights.py`.
+"""Insights operations of `lake serve` (reference 9.1, 9.3): Put/GetInsightSelectors with `EventDataStore`
+(+ `InsightsDestination`), ListInsightsMetricData (stores' management events; with `TrailName`, the trail's data
+events), and ListInsightsData (a trail's data-event Insights), mapped onto `lake/insights.py` and
+`lake/trail_insights.py`.
 
 Put/GetInsightSelectors are one operation name each for trails and stores: `lake/api_trails.py` registered the
 trail flavour; this module re-registers the names with handlers that serve `EventDataStore` requests and hand
@@ -11,8 +13,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from . import api_trails
-from .api_lookup import as_datetime
+from . import api_trails, trail_insights
+from .api_lookup import as_datetime, fingerprint, next_token, token_position
 from .api_stores import resolve_store, visible_stores
 from .apicore import ApiContext, ApiError, operation
 from .errors import LakeError
@@ -85,9 +87,6 @@ def get_insight_selectors(ctx: ApiContext, params: dict) -> dict:
 def list_insights_metric_data(ctx: ApiContext, params: dict) -> dict:
     """Calls (or errors) per Period of one API, from the stores with Insights enabled that the caller sees (all
     its stores when none has Insights enabled), in the endpoint's region. NextToken pages by timestamp."""
-    if params.get("TrailName"):
-        raise ApiError("UnsupportedOperationException",
-                       "Lake serves Insights metrics of management events only; TrailName is not supported.")
     source, name, kind = params["EventSource"], params["EventName"], params["InsightType"]
     if not source.endswith(".amazonaws.com") or any(c not in _SOURCE_OK for c in source[:-len(".amazonaws.com")]):
         raise ApiError("InvalidParameterException", f"EventSource {source!r} is not a valid event source.")
@@ -112,11 +111,18 @@ def list_insights_metric_data(ctx: ApiContext, params: dict) -> dict:
     if end <= start:
         raise ApiError("InvalidParameterException", "EndTime must be after StartTime.")
     limit = min(int(params.get("MaxResults", MAX_RESULTS)), MAX_RESULTS)
-    stores = visible_stores(ctx)
-    enabled = [st for st in stores if get_config(ctx.lake, st)]
-    times, values = metric_data(enabled or stores, source=source, name=name, kind=kind, errorcode=err,
-                                start=start, end=end, period=period, fill_zeros=fill,
-                                accounts=ctx.principal.allowed_accounts, region=ctx.region)
+    common = dict(source=source, name=name, kind=kind, errorcode=err, start=start, end=end, period=period,
+                  fill_zeros=fill, accounts=ctx.principal.allowed_accounts, region=ctx.region)
+    if params.get("TrailName"):  # data-event Insights metrics: the trail's data events
+        trail = api_trails._resolve(ctx, params["TrailName"])
+        if not trail_insights.data_kinds(trail):
+            raise ApiError("InsightNotEnabledException",
+                           f"Trail {trail.arn} does not have Insights enabled for data events.")
+        times, values = trail_insights.metric_data(ctx.lake, trail, **common)
+    else:
+        stores = visible_stores(ctx)
+        enabled = [st for st in stores if get_config(ctx.lake, st)]
+        times, values = metric_data(enabled or stores, **common)
     out: dict[str, Any] = {"EventSource": source, "EventName": name, "InsightType": kind,
                            "Timestamps": times[:limit], "Values": values[:limit]}
     if err:
@@ -126,4 +132,43 @@ def list_insights_metric_data(ctx: ApiContext, params: dict) -> dict:
     return out
 
 
-__all__ = ["put_insight_selectors", "get_insight_selectors", "list_insights_metric_data"]
+DATA_PAGE = 50
+
+
+@operation("ListInsightsData")
+@api_trails._api
+def list_insights_data(ctx: ApiContext, params: dict) -> dict:
+    """A trail's data-event Insights events, newest first, in LookupEvents' Event shape (reference 5.1): the
+    last 90 days by default, at most one dimension (EventId, EventName or EventSource), pages of MaxResults
+    (<= 50)."""
+    trail = api_trails._resolve(ctx, params["InsightSource"])
+    dims = params.get("Dimensions") or {}
+    dimension = next(iter(dims.items())) if dims else None
+    if dimension is not None and dimension[0] not in ("EventId", "EventName", "EventSource"):
+        raise ApiError("InvalidParameterException", "Dimensions key must be EventId, EventName or EventSource.")
+    end = as_datetime(params.get("EndTime"), "EndTime") or ctx.now
+    start = as_datetime(params.get("StartTime"), "StartTime") or end - timedelta(days=90)
+    if end < start:
+        raise ApiError("InvalidParameterException", "EndTime must not be before StartTime.")
+    limit = int(params.get("MaxResults") or DATA_PAGE)
+    fp = fingerprint("insights-data", trail.arn, dimension, params.get("StartTime"), params.get("EndTime"),
+                     ctx.principal.arn)
+    offset = token_position(ctx, "ListInsightsData", params, fp, "o", int) or 0
+    df = trail_insights.list_events(ctx.lake, trail, start=start, end=end, dimension=dimension)
+    page = df.slice(offset, limit)
+    events = []
+    for r in page.iter_rows(named=True):
+        ev: dict[str, Any] = {"EventId": r["eventid"], "EventTime": r["eventtime"], "Resources": [],
+                              "CloudTrailEvent": r["eventjson"]}
+        if r["eventname"]:
+            ev["EventName"] = r["eventname"]
+        if r["eventsource"]:
+            ev["EventSource"] = r["eventsource"]
+        events.append(ev)
+    out: dict[str, Any] = {"Events": events}
+    if offset + limit < df.height:
+        out["NextToken"] = next_token(ctx, "ListInsightsData", fp, "o", offset + limit)
+    return out
+
+
+__all__ = ["put_insight_selectors", "get_insight_selectors", "list_insights_metric_data", "list_insights_data"]

@@ -389,7 +389,8 @@ def lookup(ctx: ApiContext, params: dict) -> tuple[dict, LookupStats]:
             seq += 1
     heapq.heapify(heap)
     hi_bound = min(req.end_us, req.cursor[0]) if req.cursor else req.end_us
-    columns = list(dict.fromkeys(_BASE + _FILTER_COLUMNS.get(req.key or "", [])))
+    columns = list(dict.fromkeys(_BASE + _FILTER_COLUMNS.get(req.key or "", [])
+                                 + (["insightdetails"] if req.category == "Insight" else [])))
     attr = _attribute_filter(req.key, req.value)
     best: list[_Candidate] = []
     seen: set[tuple[int, str]] = set()
@@ -435,6 +436,8 @@ def _candidates(table: pa.Table, req: _Request, attr: pl.Expr | None, unit: tupl
     df = pl.from_arrow(table).with_row_index("__row")
     t = pl.col("eventtime").dt.epoch("us")
     cond = (t >= req.start_us) & (t <= hi_bound) & (pl.col("eventcategory") == req.category)
+    if req.category == "Insight":  # data-event Insights are a trail's, listed by ListInsightsData (reference 9.3)
+        cond = cond & (pl.col("insightdetails").map.get("sourceEventCategory") != "Data").fill_null(True)
     if attr is not None:
         cond = cond & attr.fill_null(False)
     # null eventIDs get a per-row key so they neither collapse together nor break the ordering

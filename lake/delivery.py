@@ -82,6 +82,7 @@ BATCH_BYTES = 128 << 20                # eventjson bytes planned per batch (boun
 RECEIVE_LAG = timedelta(seconds=60)    # how long after its eventTime an API event may be committed
 DEFAULT_INTERVAL = 300.0               # "about every 5 minutes"
 STATE = "_trails"
+DATA_INSIGHTS_FILE = "data-insights.json"  # a trail's data-event Insights store and cursor (lake/trail_insights.py)
 GLOBAL_SOURCES = ("iam.amazonaws.com", "sts.amazonaws.com", "cloudfront.amazonaws.com", "signin.amazonaws.com")
 GLOBAL_REGION = "us-east-1"
 KIND = {"Management": "CloudTrail", "Data": "CloudTrail", "NetworkActivity": "CloudTrail-NetworkActivity",
@@ -221,17 +222,25 @@ def _filter_expr(trail: Trail) -> pl.Expr:
     return pl.all_horizontal([*conds, picked]).fill_null(False).alias("deliver")
 
 
-def _insight_selected(df: pl.DataFrame, cfg: Trail) -> list[bool]:
-    """Per row: not an Insight event, or one whose insightType the trail's insight selectors name."""
-    types = {s["InsightType"] for s in cfg.doc.get("InsightSelectors") or []}
+def _insight_selected(df: pl.DataFrame, cfg: Trail, own: bool) -> list[bool]:
+    """Per row: not an Insight event, or one the trail's insight selectors ask for: its insightType selected for
+    its source category (Management unless `sourceEventCategory` says Data). Data-event Insights are the
+    trail's own (`own`: the rows come from the trail's data-insights store), never another trail's."""
+    wanted = {(s["InsightType"], c) for s in cfg.doc.get("InsightSelectors") or []
+              for c in (s.get("EventCategories") or ["Management"])}
     out = []
     for text, cat in zip(df["eventjson"].to_list(), df["eventcategory"].to_list()):
         if cat != "Insight":
             out.append(True)
             continue
         details = orjson.loads(text).get("insightDetails") or {}
-        kind = details.get("insightType") if isinstance(details, dict) else None
-        out.append(kind is None or kind in types)
+        if not isinstance(details, dict):
+            details = {}
+        kind, source = details.get("insightType"), details.get("sourceEventCategory") or "Management"
+        if source == "Data" and not own:
+            out.append(False)
+        else:
+            out.append(kind is None or (kind, source) in wanted)
     return out
 
 
@@ -286,6 +295,11 @@ class Deliverer:
         return self._exprs[cfg.version]
 
     # -- state files -------------------------------------------------------------------------------------
+    def _data_insights_store(self) -> str | None:
+        """The id of the store holding this trail's data-event Insights, if it has one."""
+        doc = self._read_json(f"{self.prefix}/{DATA_INSIGHTS_FILE}") or {}
+        return doc.get("store")
+
     def _batch_path(self, n: int, intent: bool = False) -> str:
         return f"{self.prefix}/batches/{n:012d}{'.intent' if intent else ''}.json"
 
@@ -461,7 +475,8 @@ class Deliverer:
                 continue
             part = part.filter(self._expr(cfg))
             if part.height and (part["eventcategory"] == "Insight").any():
-                part = part.filter(pl.Series(_insight_selected(part, cfg), dtype=pl.Boolean))
+                part = part.filter(pl.Series(_insight_selected(part, cfg, sid == self._data_insights_store()),
+                                             dtype=pl.Boolean))
             parts.append(part.with_columns(pl.lit(cfg.home_region).alias("__home")))
         if not parts:
             return pl.DataFrame()

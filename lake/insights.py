@@ -119,29 +119,60 @@ def _iso(minute: int) -> str:
     return _dt(minute).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _base_filter(lf: pl.LazyFrame, lo: datetime, hi: datetime) -> pl.LazyFrame:
-    return lf.filter((pl.col("eventtime") >= lo) & (pl.col("eventtime") < hi)
-                     & (pl.col("eventcategory") == "Management") & (pl.col("eventtype") == "AwsApiCall"))
+@dataclass(frozen=True)
+class Scope:
+    """Which events the series count (reference 9.1). `Management` (event data stores and trails): call rate
+    over *write* management calls. `Data` (trails only): call rate over read and write data calls. Error rate
+    counts every call of the category that ended in an error code. `where` narrows further (a trail's accounts
+    and regions)."""
+
+    category: str = "Management"
+    where: pl.Expr | None = None
 
 
-def _call_expr() -> pl.Expr:
-    """Write management calls: readOnly false (a call without readOnly counts as a write, as CloudTrail cannot
-    tell it is a read)."""
+MANAGEMENT = Scope()
+
+
+def _stores(store: Any) -> list:
+    return list(store) if isinstance(store, (list, tuple)) else [store]
+
+
+def _base_filter(lf: pl.LazyFrame, lo: datetime, hi: datetime, scope: Scope = MANAGEMENT) -> pl.LazyFrame:
+    cond = ((pl.col("eventtime") >= lo) & (pl.col("eventtime") < hi)
+            & (pl.col("eventcategory") == scope.category) & (pl.col("eventtype") == "AwsApiCall"))
+    if scope.where is not None:
+        cond = cond & scope.where.fill_null(False)
+    return lf.filter(cond)
+
+
+def _scan(store: Any, lo: datetime, hi: datetime, scope: Scope) -> pl.LazyFrame:
+    """The scope's API calls in [lo, hi) of one store or several (their rows together), pruned by eventtime."""
+    frames = [_base_filter(st.scan(start=lo, end=hi), lo, hi, scope) for st in _stores(store)]
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+
+
+def _call_expr(scope: Scope = MANAGEMENT) -> pl.Expr:
+    """The calls a call-rate series counts: for management events the writes (readOnly false; a call without
+    readOnly counts as a write, as CloudTrail cannot tell it is a read); for data events every call."""
+    if scope.category == "Data":
+        return pl.lit(True)
     return ~pl.col("readonly").fill_null(False)
 
 
-def minute_counts(store: Any, start: datetime, end: datetime, kinds: Iterable[str] = INSIGHT_TYPES) -> pl.DataFrame:
+def minute_counts(store: Any, start: datetime, end: datetime, kinds: Iterable[str] = INSIGHT_TYPES,
+                  scope: Scope = MANAGEMENT) -> pl.DataFrame:
     """Non-zero per-minute counts in [start, end): kind, account, region, source, name, errorcode, minute, n.
 
-    A streaming scan of seven columns over the segments that can hold the range (pruned by eventtime)."""
+    A streaming scan of seven columns over the segments that can hold the range (pruned by eventtime); `store`
+    may be a list of stores (a trail's), whose counts add up."""
     kinds = set(kinds)
-    lf = _base_filter(store.scan(start=start, end=end), start, end).select(
+    lf = _scan(store, start, end, scope).select(
         pl.col("recipientaccountid").alias("account"), pl.col("awsregion").alias("region"),
         pl.col("eventsource").alias("source"), pl.col("eventname").alias("name"), "errorcode", "readonly",
         (pl.col("eventtime").dt.epoch("s") // 60).alias("minute"))
     parts = []
     if CALL in kinds:
-        parts.append(lf.filter(_call_expr()).group_by(["account", "region", "source", "name", "minute"])
+        parts.append(lf.filter(_call_expr(scope)).group_by(["account", "region", "source", "name", "minute"])
                      .agg(pl.len().alias("n")).with_columns(pl.lit(CALL).alias("kind"),
                                                            pl.lit(None, pl.String).alias("errorcode")))
     if ERROR in kinds:
@@ -279,14 +310,14 @@ def detect(counts: pl.DataFrame, start: int, end: int, p: Params = Params()) -> 
 
 # ---------------------------------------------------------------------------------------------- records
 
-def attribute(store: Any, ins: Insight) -> list[dict]:
+def attribute(store: Any, ins: Insight, scope: Scope = MANAGEMENT) -> list[dict]:
     """The top-5 attributions (userIdentityArn, userAgent, errorCode) of one Insight: per-minute averages in the
     Insight and in the 7-day baseline before it (a pruned scan of that series only)."""
     b0, s, e = ins.start - BASELINE_MINUTES, ins.start, ins.end
-    lf = _base_filter(store.scan(start=_dt(b0), end=_dt(e)), _dt(b0), _dt(e)).filter(
+    lf = _scan(store, _dt(b0), _dt(e), scope).filter(
         (pl.col("recipientaccountid") == ins.account) & (pl.col("awsregion") == ins.region)
         & (pl.col("eventsource") == ins.source) & (pl.col("eventname") == ins.name))
-    lf = lf.filter(_call_expr()) if ins.kind == CALL else lf.filter(pl.col("errorcode") == ins.errorcode)
+    lf = lf.filter(_call_expr(scope)) if ins.kind == CALL else lf.filter(pl.col("errorcode") == ins.errorcode)
     df = lf.select((pl.col("eventtime") >= _dt(s)).alias("in"),
                    pl.col("useridentity_arn").fill_null("null").alias("userIdentityArn"),
                    pl.col("useragent").fill_null("null").alias("userAgent"),
@@ -302,8 +333,12 @@ def attribute(store: Any, ins: Insight) -> list[dict]:
     return out
 
 
-def records(ins: Insight, *, store_id: str = "") -> list[dict]:
-    """The Start and End Insights events of one Insight, in CloudTrail's record format (reference 9.4)."""
+def records(ins: Insight, *, store_id: str = "", scope: Scope = MANAGEMENT) -> list[dict]:
+    """The Start and End Insights events of one Insight, in CloudTrail's record format (reference 9.4).
+
+    Insights on data events also carry `insightDetails.sourceEventCategory: "Data"` (seen in third-party code,
+    UNCONFIRMED in AWS's docs); it is what tells them apart from management Insights in a trail's files, and
+    management Insights keep AWS's documented fields only."""
     ident = "|".join([store_id, ins.kind, ins.account, ins.region, ins.source, ins.name, ins.errorcode or "",
                       str(ins.start)])
     shared = str(uuid.uuid5(_NS, ident))
@@ -313,6 +348,8 @@ def records(ins: Insight, *, store_id: str = "") -> list[dict]:
                                    "insightType": ins.kind}
         if ins.kind == ERROR:
             details["errorCode"] = ins.errorcode
+        if scope.category != "Management":
+            details["sourceEventCategory"] = scope.category
         details["insightContext"] = {
             "statistics": {"baseline": {"average": ins.baseline_average}, "insight": {"average": ins.insight_average},
                            "insightDuration": ins.duration, "baselineDuration": BASELINE_MINUTES},
@@ -378,17 +415,17 @@ class RunReport:
 
 
 def find(store: Any, start: datetime, end: datetime, *, kinds: Iterable[str] = INSIGHT_TYPES,
-         params: Params = Params(), attributions: bool = True) -> tuple[list[Insight], int]:
+         params: Params = Params(), attributions: bool = True, scope: Scope = MANAGEMENT) -> tuple[list[Insight], int]:
     """Insights of `store` that start in [start, end) (7 days before `start` are read as baseline); with the
     number of series looked at."""
     if end <= start:
         raise InsightsError(f"insights: --end {end.isoformat()} is not after --start {start.isoformat()}")
     s, e = _minute(start), _minute(end)
-    counts = minute_counts(store, _dt(s - HISTORY_MINUTES), _dt(e), kinds)
+    counts = minute_counts(store, _dt(s - HISTORY_MINUTES), _dt(e), kinds, scope)
     found = detect(counts, s, e, params)
     if attributions:
         for ins in found:
-            ins.attributions = attribute(store, ins)
+            ins.attributions = attribute(store, ins, scope)
     series = counts.select(_KEYS).unique().height if counts.height else 0
     return found, series
 
@@ -418,38 +455,48 @@ LOOKBACK = timedelta(hours=6)      # an incremental round re-reads this much bef
 SETTLE = timedelta(minutes=15)     # events may arrive this late; minutes younger than this are not judged
 
 
+def advance(cursor: dict, now: datetime, stores: list, kinds: list[str], params: Params,
+            scope: Scope = MANAGEMENT) -> tuple[list[Insight], int, int, int] | None:
+    """One incremental step over `cursor` (a dict with `through`, updated in place): the Insights that ended since
+    the cursor (started within LOOKBACK of it), with attributions, plus (series, lo, upto) of the window read;
+    None when there is nothing to judge yet. The first step only sets the cursor (like CloudTrail, Insights begin
+    after enabling); the cursor then stays before any Insight still under way, so it is judged when it ends."""
+    upto = _minute(now - SETTLE)
+    through = cursor.get("through")
+    if through is None:
+        cursor["through"] = upto
+        return None
+    if upto <= through:
+        return None
+    lo = through - int(LOOKBACK.total_seconds() // 60)
+    found, series = find(stores, _dt(lo), _dt(upto), kinds=kinds, params=params, attributions=False,
+                         scope=scope) if stores else ([], 0)
+    done = [i for i in found if i.start > lo and through < i.end < upto]
+    for ins in done:
+        ins.attributions = attribute(stores, ins, scope)
+    open_starts = [i.start for i in found if i.end >= upto]
+    cursor["through"] = min([upto] + [s - 1 for s in open_starts if s - 1 > through])
+    return done, series, lo, upto
+
+
 def run_incremental(lake: Any, now: datetime | None = None, params: Params = Params()) -> list[RunReport]:
-    """One round over every store with Insights enabled: Insights that ended since the store's cursor (and
-    started within LOOKBACK of it) are stored; the cursor moves to now - SETTLE. An Insight still under way is
-    left for a later round."""
+    """One round over every store with Insights enabled (`advance` on each store's cursor): Insights that ended
+    since the cursor are stored; an Insight still under way is left for a later round."""
     now = now or datetime.now(timezone.utc)
     reports = []
     for st in lake.stores():
         cfg = get_config(lake, st)
         if not cfg:
             continue
-        upto = _minute(now - SETTLE)
-        through = cfg.get("through")
-        if through is None:                   # first round: start from here, as CloudTrail does after enabling
-            cfg["through"] = upto
-            lake.storage.write(_config_path(st.id), orjson.dumps(cfg))
+        step = advance(cfg, now, [st], [s["InsightType"] for s in cfg["InsightSelectors"]], params)
+        lake.storage.write(_config_path(st.id), orjson.dumps(cfg))
+        if step is None:
             continue
-        if upto <= through:
-            continue
-        lo = through - int(LOOKBACK.total_seconds() // 60)
-        kinds = [s["InsightType"] for s in cfg["InsightSelectors"]]
-        found, series = find(st, _dt(lo), _dt(upto), kinds=kinds, params=params, attributions=False)
-        done = [i for i in found if i.start > lo and through < i.end < upto]
+        done, series, lo, upto = step
         dest = lake.store(cfg["InsightsDestination"]) if cfg.get("InsightsDestination") else \
             insights_store(lake, None, st)
-        for ins in done:
-            ins.attributions = attribute(st, ins)
         if done:
             dest.append([r for i in done for r in records(i, store_id=st.id)], source="import")
-        # the cursor stays before any Insight still open, so it is judged again when it ends
-        open_starts = [i.start for i in found if i.end >= upto]
-        cfg["through"] = min([upto] + [s - 1 for s in open_starts if s - 1 > through])
-        lake.storage.write(_config_path(st.id), orjson.dumps(cfg))
         reports.append(RunReport(st.name, dest.name, _iso(lo), _iso(upto), series, len(done)))
     return reports
 
@@ -464,21 +511,24 @@ class InsightsService(DeliveryService):
         super().__init__(lake, interval, stop_event)
 
     def _round(self) -> None:
+        from . import trail_insights  # it imports this module
         run_incremental(self.lake)
+        trail_insights.run_incremental(self.lake)
 
 
 # ---------------------------------------------------------------------------------------------- metrics
 
 def metric_data(stores: Iterable[Any], *, source: str, name: str, kind: str, errorcode: str | None,
                 start: datetime, end: datetime, period: int, fill_zeros: bool,
-                accounts: Iterable[str] | None = None, region: str | None = None) -> tuple[list[datetime], list[float]]:
+                accounts: Iterable[str] | None = None, region: str | None = None,
+                scope: Scope = MANAGEMENT) -> tuple[list[datetime], list[float]]:
     """ListInsightsMetricData's series: calls (or errors) of one API per `period` seconds in [start, end),
     summed over `stores` (pruned streaming scans); `fill_zeros` adds the empty periods."""
     frames = []
     for st in stores:
-        lf = _base_filter(st.scan(start=start, end=end), start, end).filter(
+        lf = _base_filter(st.scan(start=start, end=end), start, end, scope).filter(
             (pl.col("eventsource") == source) & (pl.col("eventname") == name))
-        lf = lf.filter(_call_expr()) if kind == CALL else lf.filter(pl.col("errorcode") == errorcode)
+        lf = lf.filter(_call_expr(scope)) if kind == CALL else lf.filter(pl.col("errorcode") == errorcode)
         if accounts is not None:
             lf = lf.filter(pl.col("recipientaccountid").is_in(list(accounts)))
         if region:
@@ -520,23 +570,35 @@ def insights_cli() -> None:
 
 
 @insights_cli.command("run")
-@click.option("--store", "store_ref", required=True, help="Store whose events are analysed.")
+@click.option("--store", "store_ref", default=None, help="Store whose management events are analysed.")
+@click.option("--trail", "trail_ref", default=None,
+              help="Trail whose data events are analysed instead (it needs an insight selector with "
+                   "EventCategories Data); the Insights go to <trail>-data-insights.")
 @click.option("--start", required=True, help="First minute judged (ISO 8601, UTC unless an offset is given).")
 @click.option("--end", required=True, help="End of the range (exclusive).")
 @click.option("--insights-store", "dest", default=None,
               help="Store receiving the Insights events (created if missing; default: the configured "
                    "InsightsDestination, else <store>-insights).")
 @click.pass_obj
-def insights_run(obj: Any, store_ref: str, start: str, end: str, dest: str | None) -> None:
+def insights_run(obj: Any, store_ref: str | None, trail_ref: str | None, start: str, end: str,
+                 dest: str | None) -> None:
     """Detect Insights over history; the 7 days before --start are read as the baseline."""
     from .cli import handle_errors
     from .output import emit
 
     @handle_errors
     def go() -> None:
+        if (store_ref is None) == (trail_ref is None):
+            raise InsightsError("give exactly one of --store (management events) or --trail (its data events)")
         lake = obj.lake
-        st = lake.store(store_ref)
         lo, hi = _parse_time(start, "--start"), _parse_time(end, "--end")
+        if trail_ref is not None:
+            from . import trail_insights
+            from .trails import TrailCatalog
+            trail = TrailCatalog(lake).resolve(trail_ref, account=lake.account_id, region=lake.region)
+            emit(trail_insights.run(lake, trail, lo, hi).as_dict(), obj.fmt)
+            return
+        st = lake.store(store_ref)
         rep = run(lake, st, lo, hi, destination=insights_store(lake, dest, st) if dest else None)
         emit(rep.as_dict(), obj.fmt)
     go()
@@ -544,4 +606,4 @@ def insights_run(obj: Any, store_ref: str, start: str, end: str, dest: str | Non
 
 __all__ = ["Params", "Insight", "InsightsService", "InsightsError", "RunReport", "minute_counts", "detect",
            "detect_series", "find", "run", "run_incremental", "records", "attribute", "metric_data", "get_config",
-           "put_config", "insights_store", "insights_cli", "CALL", "ERROR", "INSIGHT_TYPES", "BASELINE_MINUTES"]
+           "put_config", "insights_store", "insights_cli", "Scope", "MANAGEMENT", "advance", "CALL", "ERROR", "INSIGHT_TYPES", "BASELINE_MINUTES"]
