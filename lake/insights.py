@@ -37,6 +37,8 @@ skips stored eventIDs).
 
 from __future__ import annotations
 
+import hashlib
+import io
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -46,6 +48,8 @@ from typing import Any, Iterable
 import numpy as np
 import orjson
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .delivery import DeliveryService
 from .errors import InvalidParameter
@@ -128,6 +132,7 @@ class Scope:
 
     category: str = "Management"
     where: pl.Expr | None = None
+    key: str = "management"  # names the scope in the count cache: equal keys must mean equal filters
 
 
 MANAGEMENT = Scope()
@@ -159,14 +164,9 @@ def _call_expr(scope: Scope = MANAGEMENT) -> pl.Expr:
     return ~pl.col("readonly").fill_null(False)
 
 
-def minute_counts(store: Any, start: datetime, end: datetime, kinds: Iterable[str] = INSIGHT_TYPES,
-                  scope: Scope = MANAGEMENT) -> pl.DataFrame:
-    """Non-zero per-minute counts in [start, end): kind, account, region, source, name, errorcode, minute, n.
-
-    A streaming scan of seven columns over the segments that can hold the range (pruned by eventtime); `store`
-    may be a list of stores (a trail's), whose counts add up."""
-    kinds = set(kinds)
-    lf = _scan(store, start, end, scope).select(
+def _counts(lf: pl.LazyFrame, kinds: set[str], scope: Scope) -> pl.DataFrame:
+    """Per-minute counts of one filtered scan (see minute_counts)."""
+    lf = lf.select(
         pl.col("recipientaccountid").alias("account"), pl.col("awsregion").alias("region"),
         pl.col("eventsource").alias("source"), pl.col("eventname").alias("name"), "errorcode", "readonly",
         (pl.col("eventtime").dt.epoch("s") // 60).alias("minute"))
@@ -179,11 +179,73 @@ def minute_counts(store: Any, start: datetime, end: datetime, kinds: Iterable[st
         parts.append(lf.filter(pl.col("errorcode").is_not_null())
                      .group_by(["account", "region", "source", "name", "errorcode", "minute"])
                      .agg(pl.len().alias("n")).with_columns(pl.lit(ERROR).alias("kind")))
-    cols = _KEYS + ["minute", "n"]
     if not parts:
-        return pl.DataFrame(schema={c: (pl.Int64 if c in ("minute", "n") else pl.String) for c in cols})
-    out = pl.concat([p.select(cols) for p in parts], how="vertical_relaxed").collect(engine="streaming")
+        return _EMPTY_COUNTS
+    out = pl.concat([p.select(_COUNT_COLUMNS) for p in parts], how="vertical_relaxed").collect(engine="streaming")
     return out.with_columns(pl.col("minute").cast(pl.Int64), pl.col("n").cast(pl.Int64))
+
+
+_COUNT_COLUMNS = _KEYS + ["minute", "n"]
+_EMPTY_COUNTS = pl.DataFrame(schema={c: (pl.Int64 if c in ("minute", "n") else pl.String) for c in _COUNT_COLUMNS})
+CACHE_DIR = f"{STATE_DIR}/cache"
+DAY = timedelta(days=1)
+
+
+def _day_counts(st: Any, snap: Any, day: datetime, kinds: set[str], scope: Scope) -> pl.DataFrame:
+    """The counts of one whole UTC day of one store, from the count cache when the segments that can hold that
+    day are still the ones counted (segment files are immutable and uniquely named, so an import, append,
+    compaction or retention touching the day changes the set and the day is counted again)."""
+    files = st.files(snap, day, day + DAY)
+    fp = hashlib.sha256("\n".join(sorted(files) + [",".join(sorted(kinds)), scope.key]).encode()).hexdigest()
+    storage = st.lake.storage
+    path = f"{CACHE_DIR}/{st.id}/{hashlib.sha256(scope.key.encode()).hexdigest()[:16]}/{day:%Y-%m-%d}.parquet"
+    try:
+        table = pq.read_table(pa.BufferReader(storage.read(path)))
+        if (table.schema.metadata or {}).get(b"lake.fingerprint") == fp.encode():
+            return pl.from_arrow(table.replace_schema_metadata(None))
+    except (FileNotFoundError, OSError, pa.ArrowException):
+        pass
+    out = _counts(_base_filter(st.scan(snap, day, day + DAY), day, day + DAY, scope), kinds, scope)
+    buf = io.BytesIO()
+    pq.write_table(out.to_arrow().replace_schema_metadata({"lake.fingerprint": fp}), buf, compression="zstd")
+    try:
+        storage.write(path, buf.getvalue())
+    except OSError:
+        pass  # a cache that cannot be written only costs a recount
+    return out
+
+
+def minute_counts(store: Any, start: datetime, end: datetime, kinds: Iterable[str] = INSIGHT_TYPES,
+                  scope: Scope = MANAGEMENT) -> pl.DataFrame:
+    """Non-zero per-minute counts in [start, end): kind, account, region, source, name, errorcode, minute, n.
+
+    Streaming scans of seven columns over the segments that can hold the range (pruned by eventtime); `store`
+    may be a list of stores (a trail's), whose counts add up. Whole UTC days come from the count cache
+    (`_day_counts`), so an incremental round re-reads only the partial days at the ends of its window, not the
+    7-day baseline; the partial ends are counted directly."""
+    kinds = set(kinds)
+    first = datetime.combine(start.date(), datetime.min.time(), timezone.utc)
+    if first < start:
+        first += DAY
+    last = datetime.combine(end.date(), datetime.min.time(), timezone.utc)
+    frames = []
+    for st in _stores(store):
+        snap = st.snapshot()
+        edges = [(start, end)] if last <= first else [(start, first), (last, end)]
+        for lo, hi in edges:
+            if lo < hi:
+                frames.append(_counts(_base_filter(st.scan(snap, lo, hi), lo, hi, scope), kinds, scope))
+        day = first
+        while day + DAY <= last:
+            frames.append(_day_counts(st, snap, day, kinds, scope))
+            day += DAY
+    frames = [f for f in frames if f.height]
+    if not frames:
+        return _EMPTY_COUNTS
+    out = pl.concat(frames, how="vertical_relaxed")
+    if len(_stores(store)) > 1:
+        out = out.group_by(_KEYS + ["minute"]).agg(pl.col("n").sum()).select(_COUNT_COLUMNS)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- detection

@@ -44,9 +44,12 @@ def scope(trail: Trail) -> I.Scope:
         conds.append(pl.col("recipientaccountid") == trail.owner)
     if not trail.multi_region:
         conds.append(pl.col("awsregion").fill_null(trail.home_region) == trail.home_region)
-    sels = [s for s in trail.matching_selectors()]
+    sels = trail.matching_selectors()
     conds.append(pl.any_horizontal([selector_expr([s]) for s in sels]) if sels else pl.lit(False))
-    return I.Scope("Data", pl.all_horizontal(conds))
+    # the count cache key: everything the filter depends on
+    key = orjson.dumps([trail.id, trail.owner, trail.home_region, trail.organization, trail.multi_region, sels],
+                       option=orjson.OPT_SORT_KEYS).decode()
+    return I.Scope("Data", pl.all_horizontal(conds), key=f"data:{key}")
 
 
 def _state_path(trail: Trail) -> str:

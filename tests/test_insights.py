@@ -373,3 +373,29 @@ def test_server_round_trip_with_boto3(tmp_path):
             ct.get_insight_selectors(TrailName="no-such-trail")
     finally:
         srv.stop()
+
+
+def test_count_cache_serves_whole_days_and_follows_changes(tmp_path):
+    """Whole UTC days come from `_insights/cache`; an append or compaction touching a day recounts it, and the
+    result always equals one direct count over the range."""
+    lake = Lake(str(tmp_path / "lake"))
+    st = lake.create_store("cached", retention_days=3653)
+    random.seed(3)
+    st.append([_rec(T0 + timedelta(minutes=m, seconds=7), "ec2.amazonaws.com", "CreateTags",
+                    error="AccessDenied" if m % 13 == 0 else None) for m in range(0, 3 * 1440, 3)], source="import")
+    lo, hi = T0 + timedelta(hours=5), T0 + timedelta(days=2, hours=20)   # partial, 1 whole day, partial
+
+    def direct():
+        return I._counts(I._base_filter(st.scan(None, lo, hi), lo, hi), set(I.INSIGHT_TYPES), I.MANAGEMENT)
+
+    def canon(df):
+        return df.sort(I._KEYS + ["minute"], nulls_last=True).to_dicts()
+
+    first = I.minute_counts(st, lo, hi)
+    cached = [f.path for f in lake.storage.list(I.CACHE_DIR)]
+    assert len(cached) == 1 and cached[0].endswith("2026-03-03.parquet")
+    assert canon(first) == canon(direct())
+    assert canon(I.minute_counts(st, lo, hi)) == canon(first)
+    st.append([_rec(T0 + timedelta(days=1, hours=12, seconds=1), "ec2.amazonaws.com", "CreateTags")], source="import")
+    after = I.minute_counts(st, lo, hi)
+    assert after["n"].sum() == first["n"].sum() + 1 and canon(after) == canon(direct())
