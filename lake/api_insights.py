@@ -13,8 +13,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import polars as pl
+
 from . import api_trails, trail_insights
-from .api_lookup import as_datetime, fingerprint, next_token, token_position
+from .api_lookup import as_datetime, fingerprint, micros, next_token, token_position
 from .api_stores import resolve_store, visible_stores
 from .apicore import ApiContext, ApiError, operation
 from .errors import LakeError
@@ -153,9 +155,14 @@ def list_insights_data(ctx: ApiContext, params: dict) -> dict:
     limit = int(params.get("MaxResults") or DATA_PAGE)
     fp = fingerprint("insights-data", trail.arn, dimension, params.get("StartTime"), params.get("EndTime"),
                      ctx.principal.arn)
-    offset = token_position(ctx, "ListInsightsData", params, fp, "o", int) or 0
+    pos = token_position(ctx, "ListInsightsData", params, fp, "p", list)
     df = trail_insights.list_events(ctx.lake, trail, start=start, end=end, dimension=dimension)
-    page = df.slice(offset, limit)
+    if pos is not None:  # after the last event returned (newest first: earlier time, or same time and lower id)
+        if not (len(pos) == 2 and isinstance(pos[0], int) and isinstance(pos[1], str)):
+            raise ApiError("InvalidNextTokenException", "NextToken is not valid")
+        t = pl.col("eventtime").dt.epoch("us")
+        df = df.filter((t < pos[0]) | ((t == pos[0]) & (pl.col("eventid") < pos[1])))
+    page = df.head(limit)
     events = []
     for r in page.iter_rows(named=True):
         ev: dict[str, Any] = {"EventId": r["eventid"], "EventTime": r["eventtime"], "Resources": [],
@@ -166,8 +173,10 @@ def list_insights_data(ctx: ApiContext, params: dict) -> dict:
             ev["EventSource"] = r["eventsource"]
         events.append(ev)
     out: dict[str, Any] = {"Events": events}
-    if offset + limit < df.height:
-        out["NextToken"] = next_token(ctx, "ListInsightsData", fp, "o", offset + limit)
+    if df.height > limit:
+        last = page.row(limit - 1, named=True)
+        out["NextToken"] = next_token(ctx, "ListInsightsData", fp, "p",
+                                      [micros(last["eventtime"]), last["eventid"]])
     return out
 
 

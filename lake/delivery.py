@@ -265,6 +265,7 @@ class Deliverer:
         self._writers: dict[tuple[str, str], Any] = {}
         self._exprs: dict[int, pl.Expr] = {}
         self._footers: dict[tuple[str, str], list[int]] = {}
+        self._data_store: tuple[str | None] | None = None
         self._load_history()
 
     # -- configuration history ---------------------------------------------------------------------------
@@ -296,9 +297,11 @@ class Deliverer:
 
     # -- state files -------------------------------------------------------------------------------------
     def _data_insights_store(self) -> str | None:
-        """The id of the store holding this trail's data-event Insights, if it has one."""
-        doc = self._read_json(f"{self.prefix}/{DATA_INSIGHTS_FILE}") or {}
-        return doc.get("store")
+        """The id of the store holding this trail's data-event Insights, if it has one (read once per run)."""
+        if self._data_store is None:
+            doc = self._read_json(f"{self.prefix}/{DATA_INSIGHTS_FILE}") or {}
+            self._data_store = (doc.get("store"),)
+        return self._data_store[0]
 
     def _batch_path(self, n: int, intent: bool = False) -> str:
         return f"{self.prefix}/batches/{n:012d}{'.intent' if intent else ''}.json"
@@ -603,6 +606,7 @@ class Deliverer:
             lock = _RUN_LOCKS.setdefault(key, threading.Lock())
         with lock:
             self._load_history()
+            self._data_store = None  # re-read once per run: the trail may have got one since the last
             self._save_status(LatestDeliveryAttemptTime=now_iso())
             try:
                 chains = self._chains()
