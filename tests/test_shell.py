@@ -10,6 +10,7 @@ import csv
 import importlib.util
 import io
 import json
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -211,6 +212,7 @@ class StubEngine:
 
     def __init__(self) -> None:
         self.ran: list[str] = []
+        self.saw_cancel = threading.Event()
 
     def run(self, lake, sql, *, cancel=None):
         self.ran.append(sql)
@@ -222,11 +224,15 @@ class StubEngine:
         if "boom" in low:
             raise ZeroDivisionError("division by zero\nsecond line")
         if "slow" in low:
-            while not cancel.wait(0.01):
-                pass
+            if not cancel.wait(15):  # a lost Ctrl-C fails the test instead of hanging the suite
+                raise AssertionError("the shell never cancelled the query")
+            self.saw_cancel.set()
             raise QueryCancelled("query cancelled")
-        if "stubborn" in low:
-            time.sleep(1.0)
+        if "stubborn" in low:  # notices the request, but goes on for its full second
+            t0 = time.monotonic()
+            if cancel.wait(1.0):
+                self.saw_cancel.set()
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
             return Result(pl.DataFrame({"x": [1]}), Stats())
         if "limit 0" in low:
             return Result(pl.DataFrame(schema={"eventname": pl.String, "useridentity": pl.Struct(
@@ -368,15 +374,31 @@ def test_stats_line(session):
                                  "BytesSkipped": 999}
 
 
-def _interrupt_after(seconds: float) -> threading.Timer:
-    """Ctrl-C as the shell sees it: KeyboardInterrupt in the main thread while the worker runs."""
-    t = threading.Timer(seconds, _thread.interrupt_main)
+def _interrupt_after(seconds: float, engine: "StubEngine") -> threading.Thread:
+    """Ctrl-C as the shell sees it: KeyboardInterrupt in the main thread while the worker runs, pressed again
+    every half second until the engine has seen the cancel request, like a user would.
+
+    Why again: the main thread runs the SIGINT handler wherever it is, and a KeyboardInterrupt raised inside a
+    finalizer that the garbage collector happens to run at that moment is printed and dropped by Python (after a
+    long test session there is plenty of such garbage); a single interrupt was lost that way once and the suite
+    hung. Python's own SIGINT handler is put back first, as in the `lake sql` process."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def press() -> None:
+        if engine.saw_cancel.wait(seconds):
+            return
+        for _ in range(20):
+            _thread.interrupt_main()
+            if engine.saw_cancel.wait(0.5):
+                return
+    t = threading.Thread(target=press, daemon=True)
     t.start()
     return t
 
 
 def test_ctrl_c_cancels_the_query_and_the_shell_goes_on(session, engine):
-    t = _interrupt_after(0.2)
+    t = _interrupt_after(0.2, engine)
     start = time.monotonic()
     (r,) = run_all("SELECT slow;", session)
     t.join()
@@ -386,9 +408,9 @@ def test_ctrl_c_cancels_the_query_and_the_shell_goes_on(session, engine):
     assert r.ok and "GetObject" in r.out
 
 
-def test_ctrl_c_with_an_engine_that_does_not_stop(session, monkeypatch):
+def test_ctrl_c_with_an_engine_that_does_not_stop(session, engine, monkeypatch):
     monkeypatch.setattr(shell, "CANCEL_GRACE_SECONDS", 0.1)
-    t = _interrupt_after(0.1)
+    t = _interrupt_after(0.1, engine)
     start = time.monotonic()
     (r,) = run_all("SELECT stubborn;", session)
     t.join()
@@ -396,11 +418,11 @@ def test_ctrl_c_with_an_engine_that_does_not_stop(session, monkeypatch):
     assert time.monotonic() - start < 0.9  # the prompt came back before the query finished
 
 
-def test_script_exit_status(session):
+def test_script_exit_status(session, engine):
     assert shell.run_script("SELECT 1;", session, out=io.StringIO(), err=io.StringIO()) == 0
     assert shell.run_script("SELECT boom", session, out=io.StringIO(), err=io.StringIO()) == 1
     assert shell.run_script(".quit\nSELECT boom", session, out=io.StringIO(), err=io.StringIO()) == 0
-    t = _interrupt_after(0.1)
+    t = _interrupt_after(0.1, engine)
     err = io.StringIO()
     assert shell.run_script("SELECT slow; SELECT 1;", session, out=io.StringIO(), err=err) == 130
     t.join()
