@@ -51,7 +51,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import click
 import orjson
@@ -310,7 +310,8 @@ def plan_spans(segments: pa.Table, start: datetime, end: datetime, *, span: time
 
 
 def run(store: Any, start: datetime, end: datetime, templates: Iterable[str] | None = None,
-        *, span: timedelta = MAX_SPAN, max_events: int = SPAN_EVENTS, lake: Any = None) -> RunReport:
+        *, span: timedelta = MAX_SPAN, max_events: int = SPAN_EVENTS, lake: Any = None,
+        progress: Callable[[int, int], None] | None = None) -> RunReport:
     """Summarise the 5-minute windows in [start, end) (both floored to 5 minutes) into the store, one span
     (`plan_spans`: at most `span`, about `max_events` events) per lazy scan so memory stays bounded by one
     span's cube and records."""
@@ -323,13 +324,16 @@ def run(store: Any, start: datetime, end: datetime, templates: Iterable[str] | N
     if not tpls or end <= start:
         return rep
     snap = store.snapshot()
-    for lo, hi in plan_spans(snap.segments, start, end, span=span, max_events=max_events):
+    spans = plan_spans(snap.segments, start, end, span=span, max_events=max_events)
+    for n, (lo, hi) in enumerate(spans, 1):
         c = cube(store.scan(snap, lo, hi), lo, hi)
         recs = summarise(c, tpls, store.id)
         rep.spans += 1
         rep.cube_rows += c.height
         rep.aggregated += len(recs)
         rep.stored += append(store, recs)
+        if progress:
+            progress(n, len(spans))
     rep.seconds = round(time.time() - t0, 3)
     return rep
 
@@ -469,7 +473,7 @@ def _configure_cmd(obj, store_ref, templates):
 @click.pass_obj
 def _run_cmd(obj, store_ref, start, end, templates):
     """Summarise a store's Data events over history into aggregated events (idempotent)."""
-    from .output import emit
+    from .output import emit, progress_bar
     from .trails import _run
 
     def go():
@@ -477,7 +481,8 @@ def _run_cmd(obj, store_ref, start, end, templates):
         tpls = list(templates) or store_templates(obj.lake, st)
         if not tpls:
             raise AggregationError(f"no aggregation templates configured for store {st.name}; pass --template")
-        return run(st, _parse_time(start), _parse_time(end), tpls).as_dict()
+        with progress_bar("summarising 5-minute windows (spans)") as update:
+            return run(st, _parse_time(start), _parse_time(end), tpls, progress=update).as_dict()
     emit(_run(go), obj.fmt)
 
 

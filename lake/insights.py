@@ -43,7 +43,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import orjson
@@ -216,7 +216,7 @@ def _day_counts(st: Any, snap: Any, day: datetime, kinds: set[str], scope: Scope
 
 
 def minute_counts(store: Any, start: datetime, end: datetime, kinds: Iterable[str] = INSIGHT_TYPES,
-                  scope: Scope = MANAGEMENT) -> pl.DataFrame:
+                  scope: Scope = MANAGEMENT, progress: Callable[[int, int], None] | None = None) -> pl.DataFrame:
     """Non-zero per-minute counts in [start, end): kind, account, region, source, name, errorcode, minute, n.
 
     Streaming scans of seven columns over the segments that can hold the range (pruned by eventtime); `store`
@@ -229,16 +229,20 @@ def minute_counts(store: Any, start: datetime, end: datetime, kinds: Iterable[st
         first += DAY
     last = datetime.combine(end.date(), datetime.min.time(), timezone.utc)
     frames = []
+    edges = [(start, end)] if last <= first else [(start, first), (last, end)]
+    days = max(0, (last - first) // DAY)
+    total, done = len(_stores(store)) * (len(edges) + days), 0
     for st in _stores(store):
         snap = st.snapshot()
-        edges = [(start, end)] if last <= first else [(start, first), (last, end)]
         for lo, hi in edges:
             if lo < hi:
                 frames.append(_counts(_base_filter(st.scan(snap, lo, hi), lo, hi, scope), kinds, scope))
-        day = first
-        while day + DAY <= last:
-            frames.append(_day_counts(st, snap, day, kinds, scope))
-            day += DAY
+            done += 1
+        for d in range(days):
+            frames.append(_day_counts(st, snap, first + d * DAY, kinds, scope))
+            done += 1
+            if progress:
+                progress(done, total)
     frames = [f for f in frames if f.height]
     if not frames:
         return _EMPTY_COUNTS
@@ -477,13 +481,14 @@ class RunReport:
 
 
 def find(store: Any, start: datetime, end: datetime, *, kinds: Iterable[str] = INSIGHT_TYPES,
-         params: Params = Params(), attributions: bool = True, scope: Scope = MANAGEMENT) -> tuple[list[Insight], int]:
+         params: Params = Params(), attributions: bool = True, scope: Scope = MANAGEMENT,
+         progress: Callable[[int, int], None] | None = None) -> tuple[list[Insight], int]:
     """Insights of `store` that start in [start, end) (7 days before `start` are read as baseline); with the
     number of series looked at."""
     if end <= start:
         raise InsightsError(f"insights: --end {end.isoformat()} is not after --start {start.isoformat()}")
     s, e = _minute(start), _minute(end)
-    counts = minute_counts(store, _dt(s - HISTORY_MINUTES), _dt(e), kinds, scope)
+    counts = minute_counts(store, _dt(s - HISTORY_MINUTES), _dt(e), kinds, scope, progress)
     found = detect(counts, s, e, params)
     if attributions:
         for ins in found:
@@ -493,7 +498,8 @@ def find(store: Any, start: datetime, end: datetime, *, kinds: Iterable[str] = I
 
 
 def run(lake: Any, store: Any, start: datetime, end: datetime, *, destination: Any | None = None,
-        kinds: Iterable[str] | None = None, params: Params = Params()) -> RunReport:
+        kinds: Iterable[str] | None = None, params: Params = Params(),
+        progress: Callable[[int, int], None] | None = None) -> RunReport:
     """Detect Insights over history and store their Start/End events in `destination` (default: the configured
     InsightsDestination, else `<store>-insights`)."""
     cfg = get_config(lake, store)
@@ -502,7 +508,7 @@ def run(lake: Any, store: Any, start: datetime, end: datetime, *, destination: A
     if destination is None:
         destination = lake.store(cfg["InsightsDestination"]) if cfg and cfg.get("InsightsDestination") else \
             insights_store(lake, None, store)
-    found, series = find(store, start, end, kinds=kinds, params=params)
+    found, series = find(store, start, end, kinds=kinds, params=params, progress=progress)
     report = RunReport(store.name, destination.name, start.isoformat(), end.isoformat(), series, len(found))
     recs = [r for ins in found for r in records(ins, store_id=store.id)]
     for ins in found:
@@ -646,7 +652,7 @@ def insights_run(obj: Any, store_ref: str | None, trail_ref: str | None, start: 
                  dest: str | None) -> None:
     """Detect Insights over history; the 7 days before --start are read as the baseline."""
     from .cli import handle_errors
-    from .output import emit
+    from .output import emit, progress_bar
 
     @handle_errors
     def go() -> None:
@@ -658,10 +664,13 @@ def insights_run(obj: Any, store_ref: str | None, trail_ref: str | None, start: 
             from . import trail_insights
             from .trails import TrailCatalog
             trail = TrailCatalog(lake).resolve(trail_ref, account=lake.account_id, region=lake.region)
-            emit(trail_insights.run(lake, trail, lo, hi).as_dict(), obj.fmt)
+            with progress_bar("counting data calls per minute (days)") as update:
+                emit(trail_insights.run(lake, trail, lo, hi, progress=update).as_dict(), obj.fmt)
             return
         st = lake.store(store_ref)
-        rep = run(lake, st, lo, hi, destination=insights_store(lake, dest, st) if dest else None)
+        with progress_bar("counting API calls per minute (days)") as update:
+            rep = run(lake, st, lo, hi, destination=insights_store(lake, dest, st) if dest else None,
+                      progress=update)
         emit(rep.as_dict(), obj.fmt)
     go()
 

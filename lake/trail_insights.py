@@ -19,7 +19,7 @@ per-period counts. The server runs them in the Insights service's rounds (`run_i
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import polars as pl
@@ -97,7 +97,8 @@ def source_stores(lake: Any, trail: Trail) -> list:
     return [st for st in lake.stores() if (ids is None or st.id in ids) and st.id != own]
 
 
-def run(lake: Any, trail: Trail, start: datetime, end: datetime, *, params: I.Params = I.Params()) -> I.RunReport:
+def run(lake: Any, trail: Trail, start: datetime, end: datetime, *, params: I.Params = I.Params(),
+        progress: Callable[[int, int], None] | None = None) -> I.RunReport:
     """Detect the trail's data-event Insights that start in [start, end) and store their Start/End events."""
     kinds = data_kinds(trail)
     if not kinds:
@@ -109,7 +110,7 @@ def run(lake: Any, trail: Trail, start: datetime, end: datetime, *, params: I.Pa
     if not stores:
         return report
     sc = scope(trail)
-    found, series = I.find(stores, start, end, kinds=kinds, params=params, scope=sc)
+    found, series = I.find(stores, start, end, kinds=kinds, params=params, scope=sc, progress=progress)
     report.series, report.insights = series, len(found)
     for ins in found:
         report.by_type[ins.kind] = report.by_type.get(ins.kind, 0) + 1

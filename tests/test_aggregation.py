@@ -214,8 +214,11 @@ def test_day_spans_do_not_change_results(lk):
     st.append([_data_event(r, BASE + timedelta(minutes=r.randrange(3 * 24 * 60))) for _ in range(3000)],
               source="import")
     whole = ag.summarise(ag.cube(st.scan(), BASE, BASE + timedelta(days=3)), ag.TEMPLATES, st.id)
-    rep = ag.run(st, BASE, BASE + timedelta(days=3), ag.TEMPLATES, span=timedelta(hours=7))
+    steps: list = []
+    rep = ag.run(st, BASE, BASE + timedelta(days=3), ag.TEMPLATES, span=timedelta(hours=7),
+                 progress=lambda done, total: steps.append((done, total)))
     assert rep.spans == 11 and rep.stored == len(whole)
+    assert steps == [(n, 11) for n in range(1, 12)]  # the CLI's progress bar: one step per span
     stored = _stored(st)
     assert sorted(stored, key=lambda x: x["eventId"]) == sorted(whole, key=lambda x: x["eventId"])
     again = ag.run(st, BASE, BASE + timedelta(days=3), ag.TEMPLATES, max_events=100)

@@ -399,3 +399,14 @@ def test_count_cache_serves_whole_days_and_follows_changes(tmp_path):
     st.append([_rec(T0 + timedelta(days=1, hours=12, seconds=1), "ec2.amazonaws.com", "CreateTags")], source="import")
     after = I.minute_counts(st, lo, hi)
     assert after["n"].sum() == first["n"].sum() + 1 and canon(after) == canon(direct())
+
+
+def test_runs_report_progress_per_day(tmp_path):
+    """`lake insights run` shows a bar: one step per whole day counted."""
+    lake = Lake(str(tmp_path / "lake"))
+    st = lake.create_store("prog", retention_days=3653)
+    st.append([_rec(T0 + timedelta(hours=h), "ec2.amazonaws.com", "CreateTags") for h in range(0, 24 * 10, 5)],
+              source="import")
+    seen = []
+    I.run(lake, st, T0 + timedelta(days=8), T0 + timedelta(days=9), progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
