@@ -247,13 +247,18 @@ def to_table(records: list[dict]) -> pa.Table:
     return table.set_column(i, "eventjson", pa.array([orjson.dumps(r).decode() for r in records], pa.string()))
 
 
+CONVERT_BATCH = 20_000  # records converted to Arrow at a time: the dict path's transient objects stay bounded
+
+
 def append(store: Any, records: list[dict]) -> int:
-    """Store aggregated records (ids already stored are skipped); how many were new."""
+    """Store aggregated records (ids already stored are skipped) in one commit; how many were new."""
     if not records:
         return 0
     from .store import AppendResult
 
-    return store._commit_rows(to_table(records), AppendResult(), "APPEND").appended
+    table = pa.concat_tables([to_table(records[i:i + CONVERT_BATCH])
+                              for i in range(0, len(records), CONVERT_BATCH)])
+    return store._commit_rows(table, AppendResult(), "APPEND").appended
 
 
 @dataclass
