@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ EVENT_VERSION = "1.08"
 STATE_DIR = "_insights"
 _NS = uuid.UUID("6f1d7c58-4a57-4b8e-9a0c-7e3b8a1d2c40")
 _KEYS = ["kind", "account", "region", "source", "name", "errorcode"]
+log = logging.getLogger("lake.insights")
 
 
 class InsightsError(InvalidParameter):
@@ -549,24 +551,35 @@ def advance(cursor: dict, now: datetime, stores: list, kinds: list[str], params:
 
 def run_incremental(lake: Any, now: datetime | None = None, params: Params = Params()) -> list[RunReport]:
     """One round over every store with Insights enabled (`advance` on each store's cursor): Insights that ended
-    since the cursor are stored; an Insight still under way is left for a later round."""
+    since the cursor are stored; an Insight still under way is left for a later round. One store's failure is
+    logged and does not stop the others."""
     now = now or datetime.now(timezone.utc)
     reports = []
     for st in lake.stores():
-        cfg = get_config(lake, st)
-        if not cfg:
+        try:
+            rep = _store_round(lake, st, now, params)
+        except Exception as e:  # noqa: BLE001 - logged; the next round tries again
+            log.error("Insights round for store %s failed: %s", st.id, e)
             continue
-        step = advance(cfg, now, [st], [s["InsightType"] for s in cfg["InsightSelectors"]], params)
-        lake.storage.write(_config_path(st.id), orjson.dumps(cfg))
-        if step is None:
-            continue
-        done, series, lo, upto = step
-        dest = lake.store(cfg["InsightsDestination"]) if cfg.get("InsightsDestination") else \
-            insights_store(lake, None, st)
-        if done:
-            dest.append([r for i in done for r in records(i, store_id=st.id)], source="import")
-        reports.append(RunReport(st.name, dest.name, _iso(lo), _iso(upto), series, len(done)))
+        if rep is not None:
+            reports.append(rep)
     return reports
+
+
+def _store_round(lake: Any, st: Any, now: datetime, params: Params) -> RunReport | None:
+    cfg = get_config(lake, st)
+    if not cfg or st.metadata.get("Status") == "PENDING_DELETION":  # unreadable until restored
+        return None
+    step = advance(cfg, now, [st], [s["InsightType"] for s in cfg["InsightSelectors"]], params)
+    lake.storage.write(_config_path(st.id), orjson.dumps(cfg))
+    if step is None:
+        return None
+    done, series, lo, upto = step
+    dest = lake.store(cfg["InsightsDestination"]) if cfg.get("InsightsDestination") else \
+        insights_store(lake, None, st)
+    if done:
+        dest.append([r for i in done for r in records(i, store_id=st.id)], source="import")
+    return RunReport(st.name, dest.name, _iso(lo), _iso(upto), series, len(done))
 
 
 class InsightsService(DeliveryService):

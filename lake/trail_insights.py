@@ -28,6 +28,7 @@ from . import insights as I
 from .delivery import DATA_INSIGHTS_FILE, STATE
 from .errors import NotFound
 from .selectors import selector_expr
+from .store import PENDING_DELETION
 from .trails import Trail, TrailCatalog
 
 
@@ -94,7 +95,8 @@ def source_stores(lake: Any, trail: Trail) -> list:
     events, and are skipped to save the scan)."""
     ids = trail.extension.get("Stores")
     own = _state(lake, trail).get("store")
-    return [st for st in lake.stores() if (ids is None or st.id in ids) and st.id != own]
+    return [st for st in lake.stores() if (ids is None or st.id in ids) and st.id != own
+            and st.metadata.get("Status") != PENDING_DELETION]  # a deleted store cannot be read until restored
 
 
 def run(lake: Any, trail: Trail, start: datetime, end: datetime, *, params: I.Params = I.Params(),
@@ -122,25 +124,35 @@ def run(lake: Any, trail: Trail, start: datetime, end: datetime, *, params: I.Pa
 
 def run_incremental(lake: Any, now: datetime | None = None, params: I.Params = I.Params()) -> list[I.RunReport]:
     """One round over every logging trail with data-event Insights (`insights.advance` on the trail's cursor):
-    Insights that ended since the cursor are stored; an Insight still under way waits for a later round."""
+    Insights that ended since the cursor are stored; an Insight still under way waits for a later round. One
+    trail's failure is logged and does not stop the others."""
     now = now or datetime.now(timezone.utc)
     reports = []
     for trail in TrailCatalog(lake).list():
-        kinds = data_kinds(trail)
-        if not kinds or not trail.is_logging:
+        if not data_kinds(trail) or not trail.is_logging:
             continue
-        dest = insights_store(lake, trail)
-        state = _state(lake, trail)
-        sc = scope(trail)
-        step = I.advance(state, now, source_stores(lake, trail), kinds, params, sc)
-        _save(lake, trail, state)
-        if step is None:
+        try:
+            rep = _trail_round(lake, trail, now, params)
+        except Exception as e:  # noqa: BLE001 - logged; the next round tries again
+            I.log.error("data-event Insights round for trail %s failed: %s", trail.arn, e)
             continue
-        done, series, lo, upto = step
-        if done:
-            dest.append([r for i in done for r in I.records(i, store_id=trail.id, scope=sc)], source="import")
-        reports.append(I.RunReport(trail.name, dest.name, I._iso(lo), I._iso(upto), series, len(done)))
+        if rep is not None:
+            reports.append(rep)
     return reports
+
+
+def _trail_round(lake: Any, trail: Trail, now: datetime, params: I.Params) -> I.RunReport | None:
+    dest = insights_store(lake, trail)
+    state = _state(lake, trail)
+    sc = scope(trail)
+    step = I.advance(state, now, source_stores(lake, trail), data_kinds(trail), params, sc)
+    _save(lake, trail, state)
+    if step is None:
+        return None
+    done, series, lo, upto = step
+    if done:
+        dest.append([r for i in done for r in I.records(i, store_id=trail.id, scope=sc)], source="import")
+    return I.RunReport(trail.name, dest.name, I._iso(lo), I._iso(upto), series, len(done))
 
 
 def metric_data(lake: Any, trail: Trail, **kwargs: Any) -> tuple[list[datetime], list[float]]:

@@ -410,3 +410,13 @@ def test_runs_report_progress_per_day(tmp_path):
     seen = []
     I.run(lake, st, T0 + timedelta(days=8), T0 + timedelta(days=9), progress=lambda d, t: seen.append((d, t)))
     assert seen and seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_incremental_round_skips_a_store_pending_deletion(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    st = lake.create_store("doomed", termination_protection=False)
+    st.append([_rec(T0, "ec2.amazonaws.com", "CreateTags")], source="import")
+    I.put_config(lake, st, [{"InsightType": "ApiCallRateInsight"}], lake.create_store("doomed-ins"))
+    assert I.run_incremental(lake, now=T0 + timedelta(days=1)) == []     # cursor set
+    st.delete()
+    assert I.run_incremental(lake, now=T0 + timedelta(days=2)) == []     # no InactiveStore from the round

@@ -249,3 +249,12 @@ def test_lookup_events_leaves_data_insights_to_list_insights_data(world):
     out, _ = lookup(ctx, {"EventCategory": "insight"})
     assert out["Events"] == []
     assert len(lookup(ctx, {})[0]["Events"]) == 0  # data events are not event history either
+
+
+def test_a_store_pending_deletion_is_left_out(tmp_path):
+    lk, tr = _fresh(tmp_path)
+    gone = lk.create_store("goner", termination_protection=False)
+    gone.append([_data(T0 + timedelta(days=8, hours=1), "GetObject")], source="import")
+    gone.delete()
+    assert [s.name for s in TI.source_stores(lk, tr)] == ["datastore"]
+    assert TI.run(lk, tr, T0 + timedelta(days=8), T0 + timedelta(days=9)).insights == 3
