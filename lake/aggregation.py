@@ -61,6 +61,7 @@ import pyarrow as pa
 from . import events, limits
 from .delivery import DeliveryService
 from .errors import LakeError
+from .keys import iso_seconds
 
 log = logging.getLogger("lake.aggregation")
 
@@ -185,9 +186,6 @@ def event_id(store_id: str, template: str, window: datetime, account: str, regio
                                                region or "", source or "", primary])))
 
 
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 def _stats(pairs: list[tuple[str, int]]) -> list[dict]:
     pairs = sorted(pairs, key=lambda p: (-p[1], p[0]))[:MAX_STATISTICS]
@@ -220,7 +218,7 @@ def summarise(c: pl.DataFrame, templates: Iterable[str], store_id: str) -> list[
                    "eventId": event_id(store_id, tpl, window, account, region, source, value),
                    "eventCategory": "Aggregated", "eventType": "AwsAggregatedEvent", "awsRegion": region,
                    "eventSource": source,
-                   "timeWindow": {"windowStart": _iso(window), "windowEnd": _iso(window + WINDOW),
+                   "timeWindow": {"windowStart": iso_seconds(window), "windowEnd": iso_seconds(window + WINDOW),
                                   "windowSize": WINDOW_SIZE},
                    "summary": {"primaryDimension": {"dimension": pdim, "statistics": [{"name": value,
                                                                                        "value": int(n)}],
@@ -325,7 +323,7 @@ def run(store: Any, start: datetime, end: datetime, templates: Iterable[str] | N
     t0 = time.time()
     tpls = list(templates) if templates is not None else store_templates(lake or store.lake, store)
     start, end = _floor(start), _floor(end)
-    rep = RunReport(store.name, _iso(start), _iso(end), tpls)
+    rep = RunReport(store.name, iso_seconds(start), iso_seconds(end), tpls)
     if not tpls or end <= start:
         return rep
     snap = store.snapshot()
@@ -393,7 +391,7 @@ def aggregate_store(lake: Any, store: Any, now: datetime | None = None, trails: 
             first = first or _data_start(store)
             if first is None:
                 continue
-            mark = _iso(_floor(first))
+            mark = iso_seconds(_floor(first))
         groups.setdefault(mark, []).append(t)
     reports = []
     for mark, ts in sorted(groups.items()):
@@ -401,7 +399,7 @@ def aggregate_store(lake: Any, store: Any, now: datetime | None = None, trails: 
         if lo < until:
             reports.append(run(store, lo, until, ts))
         for t in ts:
-            state[t] = _iso(max(lo, until))
+            state[t] = iso_seconds(max(lo, until))
     if groups:
         save_state(lake, store.id, state)
     return reports

@@ -50,6 +50,7 @@ import orjson
 
 from . import limits
 from .errors import InvalidParameter, LakeError, NotFound
+from .keys import iso_seconds
 
 __all__ = [
     "TAG_CONTEXT", "REQUEST_CONTEXT", "CONDITION_KEYS", "InvalidCombination",
@@ -214,9 +215,6 @@ def _parse_time(value: Any) -> datetime | None:
     return dt.astimezone(timezone.utc)
 
 
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 # ---- the tag registry -------------------------------------------------------------------------------------
 
@@ -256,7 +254,7 @@ def _entry(raw: Any, where: str, default_from: datetime) -> dict:
     vf = default_from if vf_raw in (None, "") else _parse_time(vf_raw)
     if vf is None:
         raise InvalidParameter(f"{where}: validFrom {str(vf_raw)[:40]!r} is not a timestamp")
-    return {"arn": arn, "tags": tags, "validFrom": _iso(vf)}
+    return {"arn": arn, "tags": tags, "validFrom": iso_seconds(vf)}
 
 
 def parse_tag_file(data: bytes | str, name: str = "tags") -> list[dict]:
@@ -356,7 +354,7 @@ class TagRegistry:
             raise InvalidParameter(f"{source} holds no tag entries")
         self.refresh()
         ver = len(self._versions) + 1
-        body = {"loadedAt": _iso(now), "source": source, "id": str(uuid.uuid4()), "entries": clean}
+        body = {"loadedAt": iso_seconds(now), "source": source, "id": str(uuid.uuid4()), "entries": clean}
         data = orjson.dumps(body, option=orjson.OPT_INDENT_2)
         while not self.lake.storage.create(f"{TAGS_PREFIX}/v{ver:08d}.json", data):
             ver += 1  # another loader took this number: take the next one (versions are never rewritten)
@@ -382,7 +380,7 @@ class TagRegistry:
 
     def history(self, arn: str) -> list[dict]:
         """Every entry for `arn`, oldest validFrom first."""
-        return [{"validFrom": _iso(t), "version": v, "tags": tags}
+        return [{"validFrom": iso_seconds(t), "version": v, "tags": tags}
                 for t, v, tags in sorted(self._raw.get(arn, []), key=lambda x: (x[0], x[1]))]
 
 
@@ -461,7 +459,7 @@ def request_context(rec: dict, when: datetime | None = None) -> dict[str, str]:
     when = when or _parse_time(rec.get("eventTime"))
     issued = _parse_time(attrs.get("creationDate"))
     if issued is not None:
-        out["aws:TokenIssueTime"] = _iso(issued)
+        out["aws:TokenIssueTime"] = iso_seconds(issued)
         if out.get("aws:MultiFactorAuthPresent") == "true" and when is not None and when >= issued:
             out["aws:MultiFactorAuthAge"] = str(int((when - issued).total_seconds()))
     if isinstance(sc.get("sourceIdentity"), str):
@@ -644,7 +642,7 @@ def tags_show(obj, arn: str, at: str | None) -> None:
     when = _parse_time(at)
     if when is None:
         raise InvalidParameter(f"--at {at!r} is not a timestamp")
-    emit({"arn": arn, "at": _iso(when), "tags": reg.tags_at(arn, when)}, obj.fmt)
+    emit({"arn": arn, "at": iso_seconds(when), "tags": reg.tags_at(arn, when)}, obj.fmt)
 
 
 @tags_cli.command("configure")

@@ -570,8 +570,10 @@ def _store_round(lake: Any, st: Any, now: datetime, params: Params) -> RunReport
     cfg = get_config(lake, st)
     if not cfg or st.metadata.get("Status") == "PENDING_DELETION":  # unreadable until restored
         return None
+    before = cfg.get("through")
     step = advance(cfg, now, [st], [s["InsightType"] for s in cfg["InsightSelectors"]], params)
-    lake.storage.write(_config_path(st.id), orjson.dumps(cfg))
+    if cfg.get("through") != before:  # most rounds of a quiet store change nothing: no write
+        lake.storage.write(_config_path(st.id), orjson.dumps(cfg))
     if step is None:
         return None
     done, series, lo, upto = step
@@ -671,6 +673,9 @@ def insights_run(obj: Any, store_ref: str | None, trail_ref: str | None, start: 
     def go() -> None:
         if (store_ref is None) == (trail_ref is None):
             raise InsightsError("give exactly one of --store (management events) or --trail (its data events)")
+        if trail_ref is not None and dest is not None:
+            raise InsightsError("--insights-store applies to --store; a trail's data-event Insights go to "
+                                "<trail>-data-insights")
         lake = obj.lake
         lo, hi = _parse_time(start, "--start"), _parse_time(end, "--end")
         if trail_ref is not None:
@@ -690,4 +695,5 @@ def insights_run(obj: Any, store_ref: str | None, trail_ref: str | None, start: 
 
 __all__ = ["Params", "Insight", "InsightsService", "InsightsError", "RunReport", "minute_counts", "detect",
            "detect_series", "find", "run", "run_incremental", "records", "attribute", "metric_data", "get_config",
-           "put_config", "insights_store", "insights_cli", "Scope", "MANAGEMENT", "advance", "CALL", "ERROR", "INSIGHT_TYPES", "BASELINE_MINUTES"]
+           "put_config", "insights_store", "insights_cli", "Scope", "MANAGEMENT", "advance", "CALL", "ERROR",
+           "INSIGHT_TYPES", "BASELINE_MINUTES"]

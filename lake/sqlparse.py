@@ -202,8 +202,8 @@ def _mapping_schema(tables: tuple[str, ...]) -> MappingSchema:
 def qualify_tree(tree: exp.Query, tables: dict[str, object]) -> exp.Query:
     """Qualify every column against the Lake schema (case-insensitive), expanding `*`."""
     try:
-        return qualify(tree, schema=_mapping_schema(tuple(sorted(tables))), dialect=DIALECT, validate_qualify_columns=True,
-                       quote_identifiers=True, identify=True)
+        return qualify(tree, schema=_mapping_schema(tuple(sorted(tables))), dialect=DIALECT,
+                       validate_qualify_columns=True, quote_identifiers=True, identify=True)
     except OptimizeError as e:
         msg = str(e).splitlines()[0]
         m = re.search(r"Column '?\"?([^'\"]+)\"?'? could not be resolved", msg)

@@ -68,9 +68,10 @@ def _save(lake: Any, trail: Trail, state: dict) -> None:
     lake.storage.write(_state_path(trail), orjson.dumps(state))
 
 
-def insights_store(lake: Any, trail: Trail, *, create: bool = True) -> Any | None:
-    """The store holding the trail's data-event Insights (made on first use)."""
-    state = _state(lake, trail)
+def insights_store(lake: Any, trail: Trail, *, create: bool = True, state: dict | None = None) -> Any | None:
+    """The store holding the trail's data-event Insights (made on first use; recorded in `state`, the trail's
+    state document, which is read when not given)."""
+    state = _state(lake, trail) if state is None else state
     if state.get("store"):
         try:
             return lake.store(state["store"])
@@ -90,11 +91,11 @@ def insights_store(lake: Any, trail: Trail, *, create: bool = True) -> Any | Non
     return st
 
 
-def source_stores(lake: Any, trail: Trail) -> list:
-    """The stores whose data events the trail's Insights count (never an Insights store: they hold no data
-    events, and are skipped to save the scan)."""
+def source_stores(lake: Any, trail: Trail, own: str | None = None) -> list:
+    """The stores whose data events the trail's Insights count (never its own Insights store, `own`, read from
+    the trail's state when not given: it holds no data events, and is skipped to save the scan)."""
     ids = trail.extension.get("Stores")
-    own = _state(lake, trail).get("store")
+    own = own if own is not None else _state(lake, trail).get("store")
     return [st for st in lake.stores() if (ids is None or st.id in ids) and st.id != own
             and st.metadata.get("Status") != PENDING_DELETION]  # a deleted store cannot be read until restored
 
@@ -107,7 +108,7 @@ def run(lake: Any, trail: Trail, start: datetime, end: datetime, *, params: I.Pa
         raise I.InsightsError(f"trail {trail.name} has no insight selector for data events; "
                               "put one with EventCategories [\"Data\"] first")
     dest = insights_store(lake, trail)
-    stores = source_stores(lake, trail)
+    stores = source_stores(lake, trail, dest.id)
     report = I.RunReport(trail.name, dest.name, start.isoformat(), end.isoformat())
     if not stores:
         return report
@@ -142,11 +143,13 @@ def run_incremental(lake: Any, now: datetime | None = None, params: I.Params = I
 
 
 def _trail_round(lake: Any, trail: Trail, now: datetime, params: I.Params) -> I.RunReport | None:
-    dest = insights_store(lake, trail)
     state = _state(lake, trail)
+    dest = insights_store(lake, trail, state=state)
     sc = scope(trail)
-    step = I.advance(state, now, source_stores(lake, trail), data_kinds(trail), params, sc)
-    _save(lake, trail, state)
+    before = state.get("through")
+    step = I.advance(state, now, source_stores(lake, trail, dest.id), data_kinds(trail), params, sc)
+    if state.get("through") != before:
+        _save(lake, trail, state)
     if step is None:
         return None
     done, series, lo, upto = step

@@ -198,6 +198,9 @@ def test_cli_run_with_trail(world):
     assert json.loads(r.output)["insights"] == 3
     r = CliRunner().invoke(I.insights_cli, ["run", "--start", "2026-03-10", "--end", "2026-03-11"], obj=obj)
     assert r.exit_code == 1 and "exactly one of --store" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(I.insights_cli, ["run", "--trail", "datatrail", "--insights-store", "x", "--start",
+                                            "2026-03-10", "--end", "2026-03-11"], obj=obj)
+    assert r.exit_code == 1 and "--insights-store applies to --store" in r.output
 
 
 def test_server_list_insights_data_and_metric_data(world):
@@ -227,7 +230,8 @@ def test_server_list_insights_data_and_metric_data(world):
         assert [e["EventId"] for e in page1["Events"] + page2["Events"]] == [e["EventId"] for e in out["Events"]]
         m = ct.list_insights_metric_data(TrailName="datatrail", EventSource="s3.amazonaws.com", EventName="GetObject",
                                          InsightType="ApiCallRateInsight", Period=60, DataType="FillWithZeros",
-                                         StartTime=BURST_AT - timedelta(minutes=1), EndTime=BURST_AT + timedelta(minutes=6))
+                                         StartTime=BURST_AT - timedelta(minutes=1),
+                                         EndTime=BURST_AT + timedelta(minutes=6))
         assert m["Values"] == [3.0, 30.0, 30.0, 30.0, 30.0, 30.0, 3.0]  # the trail's S3 data events of account A
         e = ct.list_insights_metric_data(TrailName="datatrail", EventSource="s3.amazonaws.com", EventName="PutObject",
                                          InsightType="ApiErrorRateInsight", ErrorCode="AccessDenied", Period=3600,
