@@ -67,6 +67,8 @@ USERIDENTITY_FIELDS: list = [
 TLS_FIELDS = [("tlsVersion", "tlsversion"), ("cipherSuite", "ciphersuite"),
               ("clientProvidedHostHeader", "clientprovidedhostheader"), ("keyExchange", "keyexchange")]
 RESOURCE_FIELDS = [("accountId", "accountid"), ("type", "type"), ("ARN", "arn"), ("ARNPrefix", "arnprefix")]
+# Some exporters write a resource's ARN as "arn": it fills a missing or null "ARN".
+RESOURCE_ARN_ALIAS = "arn"
 
 
 def _nested_type(spec) -> pa.DataType:

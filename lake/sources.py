@@ -103,16 +103,7 @@ def list_source(source: str, storage_options: dict | None = None) -> Iterator[Lo
             return
         if not os.path.isdir(root):
             raise FileNotFoundError(f"import source {source!r} does not exist")
-        found = []
-        for dirpath, dirs, files in os.walk(root):
-            dirs.sort()
-            for name in files:
-                if _is_log_name(name):
-                    full = os.path.join(dirpath, name)
-                    st = os.stat(full)
-                    found.append(_obj(full, os.path.relpath(full, root).replace(os.sep, "/"), st.st_size,
-                                      f"{st.st_size}-{st.st_mtime_ns}"))
-        yield from sorted(found, key=lambda o: o.key)
+        yield from sorted(_walk_local(root), key=lambda o: o.key)
         return
     base = source.split("://", 1)[1].rstrip("/")
     if fs.isfile(base):
@@ -127,6 +118,25 @@ def list_source(source: str, storage_options: dict | None = None) -> Iterator[Lo
     if not found and not fs.exists(base):
         raise FileNotFoundError(f"import source {source!r} does not exist or is empty")
     yield from sorted(found, key=lambda o: o.key)
+
+
+def _walk_local(root: str) -> list[LogObject]:
+    """Log files under a local folder, keyed by their '/'-joined path below it. Like os.walk (symlinked
+    folders are not entered), but with scandir entries and string keys: os.walk + relpath spent ~12 us per
+    file, a second for a month of trail logs, while the import workers waited."""
+    found = []
+    stack = [(root, "")]
+    while stack:
+        path, rel = stack.pop()
+        with os.scandir(path) as entries:
+            for e in entries:
+                if e.is_dir():
+                    if not e.is_symlink():
+                        stack.append((e.path, f"{rel}{e.name}/"))
+                elif _is_log_name(e.name):
+                    st = e.stat()
+                    found.append(_obj(e.path, rel + e.name, st.st_size, f"{st.st_size}-{st.st_mtime_ns}"))
+    return found
 
 
 def _etag(info: dict) -> str:

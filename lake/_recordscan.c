@@ -1,0 +1,794 @@
+/* One-pass decoder from CloudTrail JSON records to Arrow column buffers.
+ *
+ * Why this exists: importing trail logs spends most of its CPU turning ~1.6 KB JSON records into ~50 typed
+ * columns. The library path (Arrow's JSON reader for the fixed columns, msgspec for the free-form objects,
+ * Python to build the maps) parses every record two or three times and costs ~25-30 us per event; this
+ * scanner reads each record once and appends straight into column builders (~2-4 us per event).
+ *
+ * It is an accelerator, never a second definition of the semantics: lake/recordscan.py drives it, and any
+ * record it cannot convert exactly as the Python converter would (invalid JSON, a duplicated fixed key, a
+ * record that is not an object, odd types in odd places) makes `decode` return None so the caller uses the
+ * Python path for the whole batch. Values that are stored as compact JSON text (nested values of free-form
+ * maps, non-string values in string fields) are copied without whitespace when the copy is provably what
+ * orjson would write; anything else (floats, `\u` or `\/` escapes, duplicate keys in nested objects, deep
+ * nesting) is handed to the `canon` callback, which returns the text the Python converter would store.
+ *
+ * The shape to extract is a tree given by the caller:  node = (kind, ((key bytes, node), ...)).
+ * Kinds: 0 struct (an object whose known keys feed children), 1 string, 2 bool, 3 map<string,string>
+ * (a free-form object), 4 list of struct (the list's single child is the element struct), 5 time (a string
+ * that is also read as microseconds since the epoch when it has CloudTrail's own YYYY-MM-DDTHH:MM:SSZ form).
+ * `decode(records, spec, canon)` returns, per node in pre-order, a tuple of length and Arrow buffers:
+ *   struct: (n, validity)                 string: (n, validity, int32 offsets, data)
+ *   bool:   (n, validity, values)         list:   (n, validity, int32 offsets)
+ *   map:    (n, validity, int32 offsets, key offsets, key data, value validity, value offsets, value data)
+ *   time:   (n, validity, int32 offsets, data, validity of the parsed values, int64 values)
+ * A validity entry is None when every slot is valid. Returns None when the batch must take the Python path.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#include <strings.h>
+
+enum { K_STRUCT = 0, K_STRING = 1, K_BOOL = 2, K_MAP = 3, K_LIST = 4, K_TIME = 5 };
+enum { OK = 0, UNSUPPORTED = 1, NOMEM = 2 };
+
+#define MAX_DEPTH 64     /* nested values deeper than this go through `canon` */
+#define MAX_KEYS 32      /* nested objects with more keys go through `canon` (duplicate check) */
+
+typedef struct { char *p; Py_ssize_t len, cap; } Buf;
+
+static int buf_grow(Buf *b, Py_ssize_t extra) {
+    Py_ssize_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + extra) cap *= 2;
+    char *p = PyMem_RawRealloc(b->p, (size_t)cap);
+    if (!p) return NOMEM;
+    b->p = p;
+    b->cap = cap;
+    return OK;
+}
+static inline int buf_put(Buf *b, const char *s, Py_ssize_t n) {
+    if (b->len + n > b->cap && buf_grow(b, n)) return NOMEM;
+    memcpy(b->p + b->len, s, (size_t)n);
+    b->len += n;
+    return OK;
+}
+static inline int buf_byte(Buf *b, char c) {
+    if (b->len + 1 > b->cap && buf_grow(b, 1)) return NOMEM;
+    b->p[b->len++] = c;
+    return OK;
+}
+static inline int buf_i32(Buf *b, Py_ssize_t v) {
+    if (v > INT32_MAX) return UNSUPPORTED;
+    int32_t x = (int32_t)v;
+    return buf_put(b, (const char *)&x, 4);
+}
+static inline int32_t i32_at(const Buf *b, Py_ssize_t i) {
+    int32_t x;
+    memcpy(&x, b->p + 4 * i, 4);
+    return x;
+}
+
+typedef struct Node {
+    int kind;
+    Py_ssize_t n;        /* slots appended */
+    Buf valid;           /* one byte per slot */
+    Buf offs;            /* int32, n + 1 entries: string bytes, map entries or list elements */
+    Buf data;            /* string bytes; bool values, one byte per slot */
+    Py_ssize_t nent;     /* map entries */
+    Buf koffs, kdata, voffs, vdata, vvalid;
+    Buf tvalid, tvals;   /* time: one byte per slot, int64 microseconds */
+    int nchild;
+    struct Node **child;
+    const char **keys;
+    Py_ssize_t *klens;
+    PyObject *spec;      /* keeps `keys` alive */
+} Node;
+
+typedef struct {
+    PyObject *canon;
+    int trusted;         /* text produced by `canon`: already canonical, no checks */
+} Ctx;
+
+/* ---- node tree --------------------------------------------------------------------------------- */
+
+static void node_free(Node *nd) {
+    if (!nd) return;
+    for (int i = 0; i < nd->nchild; i++) node_free(nd->child[i]);
+    Buf *bufs[] = {&nd->valid, &nd->offs, &nd->data, &nd->koffs, &nd->kdata, &nd->voffs, &nd->vdata, &nd->vvalid,
+                   &nd->tvalid, &nd->tvals};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) PyMem_RawFree(bufs[i]->p);
+    PyMem_Free(nd->child);
+    PyMem_Free(nd->keys);
+    PyMem_Free(nd->klens);
+    Py_XDECREF(nd->spec);
+    PyMem_Free(nd);
+}
+
+static Node *node_new(PyObject *spec) {
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 2) {
+        PyErr_SetString(PyExc_TypeError, "spec node must be (kind, children)");
+        return NULL;
+    }
+    Node *nd = PyMem_Calloc(1, sizeof(Node));
+    if (!nd) { PyErr_NoMemory(); return NULL; }
+    nd->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
+    PyObject *children = PyTuple_GET_ITEM(spec, 1);
+    if (PyErr_Occurred() || !PyTuple_Check(children) || nd->kind < 0 || nd->kind > 5) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "bad spec node");
+        PyMem_Free(nd);
+        return NULL;
+    }
+    Py_INCREF(spec);
+    nd->spec = spec;
+    Py_ssize_t nc = PyTuple_GET_SIZE(children);
+    if (nc > 64) { PyErr_SetString(PyExc_ValueError, "at most 64 children per node"); node_free(nd); return NULL; }
+    if (nc) {
+        nd->child = PyMem_Calloc((size_t)nc, sizeof(Node *));
+        nd->keys = PyMem_Calloc((size_t)nc, sizeof(char *));
+        nd->klens = PyMem_Calloc((size_t)nc, sizeof(Py_ssize_t));
+        if (!nd->child || !nd->keys || !nd->klens) { PyErr_NoMemory(); node_free(nd); return NULL; }
+    }
+    for (Py_ssize_t i = 0; i < nc; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(children, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(pair, 0))) {
+            PyErr_SetString(PyExc_TypeError, "children must be (bytes key, node) pairs");
+            node_free(nd);
+            return NULL;
+        }
+        nd->keys[i] = PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0));
+        nd->klens[i] = PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 0));
+        nd->child[i] = node_new(PyTuple_GET_ITEM(pair, 1));
+        nd->nchild = (int)i + 1;
+        if (!nd->child[i]) { node_free(nd); return NULL; }
+    }
+    if ((nd->kind == K_LIST && (nc != 1 || nd->child[0]->kind != K_STRUCT))) {
+        PyErr_SetString(PyExc_ValueError, "a list node has exactly one struct child");
+        node_free(nd);
+        return NULL;
+    }
+    /* offsets start with 0 */
+    if ((nd->kind == K_STRING || nd->kind == K_TIME || nd->kind == K_MAP || nd->kind == K_LIST)
+        && buf_i32(&nd->offs, 0)) goto nomem;
+    if (nd->kind == K_MAP && (buf_i32(&nd->koffs, 0) || buf_i32(&nd->voffs, 0))) goto nomem;
+    return nd;
+nomem:
+    PyErr_NoMemory();
+    node_free(nd);
+    return NULL;
+}
+
+/* A null slot for a node and, for a struct, every node under it (Arrow struct children have one slot per
+ * parent slot). */
+static int append_null(Node *nd) {
+    int r = buf_byte(&nd->valid, 0);
+    if (r) return r;
+    switch (nd->kind) {
+    case K_TIME:
+        if ((r = buf_byte(&nd->tvalid, 0)) || (r = buf_put(&nd->tvals, "\0\0\0\0\0\0\0\0", 8))) return r;
+        /* fall through */
+    case K_STRING: r = buf_i32(&nd->offs, nd->data.len); break;
+    case K_BOOL: r = buf_byte(&nd->data, 0); break;
+    case K_MAP: r = buf_i32(&nd->offs, nd->nent); break;
+    case K_LIST: r = buf_i32(&nd->offs, nd->child[0]->n); break;
+    case K_STRUCT:
+        for (int i = 0; i < nd->nchild && !r; i++) r = append_null(nd->child[i]);
+        break;
+    }
+    nd->n++;
+    return r;
+}
+
+/* ---- scanning ---------------------------------------------------------------------------------- */
+
+static inline const char *ws(const char *p, const char *end) {
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+    return p;
+}
+
+/* Bytes that end a run of plain string content. */
+static unsigned char STOP[256];
+
+static void init_tables(void) {
+    for (int i = 0; i < 0x20; i++) STOP[i] = 1;
+    STOP['"'] = 1;
+    STOP['\\'] = 1;
+}
+
+static inline int hex4(const char *p, unsigned *out) {
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int put_utf8(Buf *b, unsigned cp) {
+    char s[4];
+    int n;
+    if (cp < 0x80) { s[0] = (char)cp; n = 1; }
+    else if (cp < 0x800) { s[0] = (char)(0xC0 | (cp >> 6)); s[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
+    else if (cp < 0x10000) {
+        s[0] = (char)(0xE0 | (cp >> 12)); s[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); s[2] = (char)(0x80 | (cp & 0x3F));
+        n = 3;
+    } else {
+        s[0] = (char)(0xF0 | (cp >> 18)); s[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        s[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); s[3] = (char)(0x80 | (cp & 0x3F));
+        n = 4;
+    }
+    return buf_put(b, s, n);
+}
+
+/* A string at *pp (on its opening quote), unescaped into `out` (NULL: only validated). On return *pp is past
+ * the closing quote and *escaped says whether it held any escape. */
+static int read_string(const char **pp, const char *end, Buf *out, int *escaped) {
+    const char *p = *pp + 1;
+    *escaped = 0;
+    for (;;) {
+        const char *run = p;
+        while (p < end && !STOP[(unsigned char)*p]) p++;
+        if (p >= end) return UNSUPPORTED;
+        if (out && p > run && buf_put(out, run, p - run)) return NOMEM;
+        char c = *p;
+        if (c == '"') { *pp = p + 1; return OK; }
+        if (c != '\\') return UNSUPPORTED; /* raw control character: invalid JSON */
+        *escaped = 1;
+        if (p + 1 >= end) return UNSUPPORTED;
+        char e = p[1];
+        char lit;
+        switch (e) {
+        case '"': lit = '"'; break;
+        case '\\': lit = '\\'; break;
+        case '/': lit = '/'; break;
+        case 'b': lit = '\b'; break;
+        case 'f': lit = '\f'; break;
+        case 'n': lit = '\n'; break;
+        case 'r': lit = '\r'; break;
+        case 't': lit = '\t'; break;
+        case 'u': {
+            unsigned cp, lo;
+            if (p + 6 > end || hex4(p + 2, &cp)) return UNSUPPORTED;
+            p += 6;
+            if (cp >= 0xDC00 && cp <= 0xDFFF) return UNSUPPORTED; /* lone low surrogate */
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (p + 6 > end || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+                    return UNSUPPORTED; /* lone high surrogate */
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                p += 6;
+            }
+            if (out && put_utf8(out, cp)) return NOMEM;
+            continue;
+        }
+        default: return UNSUPPORTED;
+        }
+        if (out && buf_byte(out, lit)) return NOMEM;
+        p += 2;
+    }
+}
+
+static int literal(const char **pp, const char *end, const char *word, Py_ssize_t n) {
+    if (end - *pp < n || memcmp(*pp, word, (size_t)n) != 0) return UNSUPPORTED;
+    *pp += n;
+    return OK;
+}
+
+static inline int is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/* A number per JSON's grammar; *plain is 1 for an integer other than -0 (written by orjson as read). */
+static int read_number(const char **pp, const char *end, int *plain) {
+    const char *p = *pp, *start = p;
+    *plain = 1;
+    if (p < end && *p == '-') p++;
+    if (p >= end) return UNSUPPORTED;
+    if (*p == '0') {
+        p++;
+        if (p - start == 2) *plain = 0; /* -0 */
+    } else if (is_digit(*p)) {
+        while (p < end && is_digit(*p)) p++;
+    } else return UNSUPPORTED;
+    if (p < end && *p == '.') {
+        *plain = 0;
+        p++;
+        if (p >= end || !is_digit(*p)) return UNSUPPORTED;
+        while (p < end && is_digit(*p)) p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        *plain = 0;
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        if (p >= end || !is_digit(*p)) return UNSUPPORTED;
+        while (p < end && is_digit(*p)) p++;
+    }
+    *pp = p;
+    return OK;
+}
+
+/* Any JSON value at *pp, copied to `out` as compact JSON (NULL: only validated and skipped). Sets *odd when
+ * the copy may differ from what orjson writes for the decoded value (floats, -0, `\u` or `\/` escapes,
+ * escaped or duplicate keys, deep or wide objects); the caller then asks `canon`. */
+static int copy_value(const char **pp, const char *end, Buf *out, int depth, int *odd) {
+    const char *p = ws(*pp, end);
+    if (p >= end) return UNSUPPORTED;
+    int r;
+    char c = *p;
+    if (c == '"') {
+        const char *s = p;
+        int esc;
+        if ((r = read_string(&p, end, NULL, &esc))) return r;
+        if (esc) {
+            for (const char *q = s + 1; q < p - 1; q++) {
+                if (*q == '\\') {
+                    if (q[1] == 'u' || q[1] == '/') { *odd = 1; break; }
+                    q++;
+                }
+            }
+        }
+        if (out && buf_put(out, s, p - s)) return NOMEM;
+    } else if (c == '{' || c == '[') {
+        if (depth >= MAX_DEPTH) *odd = 1;
+        if (depth >= 256) return UNSUPPORTED;
+        const char *ks[MAX_KEYS];
+        Py_ssize_t kl[MAX_KEYS];
+        int nk = 0;
+        char close = c == '{' ? '}' : ']';
+        if (out && buf_byte(out, c)) return NOMEM;
+        p = ws(p + 1, end);
+        if (p < end && *p == close) {
+            p++;
+        } else {
+            for (;;) {
+                if (c == '{') {
+                    p = ws(p, end);
+                    if (p >= end || *p != '"') return UNSUPPORTED;
+                    const char *k = p;
+                    int esc;
+                    if ((r = read_string(&p, end, NULL, &esc))) return r;
+                    if (esc) *odd = 1;
+                    if (!*odd) {
+                        Py_ssize_t len = p - k;
+                        for (int i = 0; i < nk; i++)
+                            if (kl[i] == len && memcmp(ks[i], k, (size_t)len) == 0) { *odd = 1; break; }
+                        if (nk < MAX_KEYS) { ks[nk] = k; kl[nk] = len; nk++; }
+                        else *odd = 1;
+                    }
+                    if (out && buf_put(out, k, p - k)) return NOMEM;
+                    p = ws(p, end);
+                    if (p >= end || *p != ':') return UNSUPPORTED;
+                    p++;
+                    if (out && buf_byte(out, ':')) return NOMEM;
+                }
+                if ((r = copy_value(&p, end, out, depth + 1, odd))) return r;
+                p = ws(p, end);
+                if (p >= end) return UNSUPPORTED;
+                if (*p == ',') {
+                    p++;
+                    if (out && buf_byte(out, ',')) return NOMEM;
+                    continue;
+                }
+                if (*p != close) return UNSUPPORTED;
+                p++;
+                break;
+            }
+        }
+        if (out && buf_byte(out, close)) return NOMEM;
+    } else if (c == 't' || c == 'f' || c == 'n') {
+        const char *s = p;
+        if ((r = c == 't' ? literal(&p, end, "true", 4) : c == 'f' ? literal(&p, end, "false", 5)
+                          : literal(&p, end, "null", 4))) return r;
+        if (out && buf_put(out, s, p - s)) return NOMEM;
+    } else {
+        const char *s = p;
+        int plain;
+        if ((r = read_number(&p, end, &plain))) return r;
+        if (!plain) *odd = 1;
+        if (out && buf_put(out, s, p - s)) return NOMEM;
+    }
+    *pp = p;
+    return OK;
+}
+
+/* `canon`'s text for the JSON value in [start, end): a new reference whose UTF-8 is *s / *n, or NULL (any
+ * Python error is cleared: the caller declines the batch). */
+static PyObject *canonical(Ctx *cx, const char *start, const char *end, const char **s, Py_ssize_t *n) {
+    PyObject *raw = PyBytes_FromStringAndSize(start, end - start);
+    if (!raw) { PyErr_Clear(); return NULL; }
+    PyObject *text = PyObject_CallOneArg(cx->canon, raw);
+    Py_DECREF(raw);
+    if (text && PyUnicode_Check(text) && (*s = PyUnicode_AsUTF8AndSize(text, n)) != NULL) return text;
+    PyErr_Clear();
+    Py_XDECREF(text);
+    return NULL;
+}
+
+/* Append the compact JSON text of the value at *pp to `out`; through `canon` when a plain copy could differ. */
+static int json_text(Ctx *cx, const char **pp, const char *end, Buf *out) {
+    const char *start = ws(*pp, end);
+    Py_ssize_t mark = out->len;
+    int odd = 0;
+    int r = copy_value(pp, end, out, 0, &odd);
+    if (r || !odd || cx->trusted) return r;
+    out->len = mark;
+    const char *s;
+    Py_ssize_t n;
+    PyObject *text = canonical(cx, start, *pp, &s, &n);
+    if (!text) return UNSUPPORTED;
+    r = buf_put(out, s, n);
+    Py_DECREF(text);
+    return r;
+}
+
+/* ---- typed nodes ------------------------------------------------------------------------------- */
+
+static int parse_node(Ctx *cx, Node *nd, const char **pp, const char *end);
+
+static int parse_string_leaf(Ctx *cx, Node *nd, const char **pp, const char *end) {
+    const char *p = *pp;
+    int r, esc;
+    if (*p == '"') r = read_string(&p, end, &nd->data, &esc);
+    else if (*p == 'n') r = literal(&p, end, "null", 4);
+    else r = json_text(cx, &p, end, &nd->data);
+    if (r) return r;
+    if ((r = buf_byte(&nd->valid, **pp != 'n')) || (r = buf_i32(&nd->offs, nd->data.len))) return r;
+    nd->n++;
+    *pp = p;
+    return OK;
+}
+
+static int64_t days_from_civil(int y, int m, int d) {
+    y -= m <= 2;
+    int era = (y >= 0 ? y : y - 399) / 400;
+    int yoe = y - era * 400;
+    int doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return (int64_t)era * 146097 + doe - 719468;
+}
+
+static int digits(const char *s, int n) {
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!is_digit(s[i])) return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+/* Microseconds since the epoch for CloudTrail's own format, YYYY-MM-DDTHH:MM:SSZ; -1 for anything else
+ * (the caller parses the other forms CloudTrail archives hold). */
+static int parse_canonical_time(const char *s, Py_ssize_t n, int64_t *us) {
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (n != 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != 'Z')
+        return -1;
+    int y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2);
+    int h = digits(s + 11, 2), mi = digits(s + 14, 2), se = digits(s + 17, 2);
+    if (y < 0 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || se < 0 || se > 59) return -1;
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > mdays[mo - 1] + (mo == 2 && leap)) return -1;
+    *us = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60 + se;
+    *us *= 1000000;
+    return 0;
+}
+
+static int parse_time_leaf(Ctx *cx, Node *nd, const char **pp, const char *end) {
+    Py_ssize_t start = nd->data.len;
+    int r = parse_string_leaf(cx, nd, pp, end);
+    if (r) return r;
+    int64_t us = 0;
+    int ok = nd->valid.p[nd->n - 1] && parse_canonical_time(nd->data.p + start, nd->data.len - start, &us) == 0;
+    if ((r = buf_byte(&nd->tvalid, (char)ok)) || (r = buf_put(&nd->tvals, (const char *)&us, 8))) return r;
+    return OK;
+}
+
+/* Python's `_bool`: true/false, or a string that strips and lower-cases to "true"/"false"; else null. */
+static int parse_bool_leaf(Ctx *cx, Node *nd, const char **pp, const char *end) {
+    const char *p = *pp;
+    int r, value = -1;
+    (void)cx;
+    if (*p == 't') { if ((r = literal(&p, end, "true", 4))) return r; value = 1; }
+    else if (*p == 'f') { if ((r = literal(&p, end, "false", 5))) return r; value = 0; }
+    else if (*p == '"') {
+        const char *s = p + 1;
+        int esc;
+        if ((r = read_string(&p, end, NULL, &esc))) return r;
+        const char *e = p - 1;
+        if (esc) return UNSUPPORTED;
+        for (const char *q = s; q < e; q++) if ((unsigned char)*q >= 0x80) return UNSUPPORTED;
+        while (s < e && *s == ' ') s++;
+        while (e > s && e[-1] == ' ') e--;
+        if (e - s == 4 && strncasecmp(s, "true", 4) == 0) value = 1;
+        else if (e - s == 5 && strncasecmp(s, "false", 5) == 0) value = 0;
+    } else {
+        int odd = 0;
+        if ((r = copy_value(&p, end, NULL, 0, &odd))) return r;
+    }
+    if ((r = buf_byte(&nd->valid, value >= 0)) || (r = buf_byte(&nd->data, value == 1))) return r;
+    nd->n++;
+    *pp = p;
+    return OK;
+}
+
+static int parse_map_object(Ctx *cx, Node *nd, const char **pp, const char *end);
+
+/* A free-form object: one map entry per key, strings as-is, null as a null value, anything else as compact
+ * JSON. A duplicated key makes the whole object go through `canon` (Python keeps the last value). */
+static int parse_map(Ctx *cx, Node *nd, const char **pp, const char *end) {
+    const char *p = *pp;
+    int r;
+    if (*p != '{') {
+        int odd = 0;
+        if (*p == 'n') r = literal(&p, end, "null", 4);
+        else r = copy_value(&p, end, NULL, 0, &odd);
+        if (r) return r;
+        *pp = p;
+        return append_null(nd);
+    }
+    Py_ssize_t ent0 = nd->nent, k0 = nd->kdata.len, v0 = nd->vdata.len, vv0 = nd->vvalid.len;
+    const char *start = p;
+    r = parse_map_object(cx, nd, &p, end);
+    if (r == -1) { /* duplicate key: redo from canon's text */
+        nd->nent = ent0;
+        nd->kdata.len = k0;
+        nd->vdata.len = v0;
+        nd->vvalid.len = vv0;
+        nd->koffs.len = 4 * (ent0 + 1);
+        nd->voffs.len = 4 * (ent0 + 1);
+        const char *q = start;
+        int odd = 0;
+        if ((r = copy_value(&q, end, NULL, 0, &odd))) return r;
+        const char *s;
+        Py_ssize_t n;
+        PyObject *text = canonical(cx, start, q, &s, &n);
+        if (!text) return UNSUPPORTED;
+        Ctx trusted = {cx->canon, 1};
+        const char *t = s;
+        r = parse_map_object(&trusted, nd, &t, s + n);
+        Py_DECREF(text);
+        if (r) return r < 0 ? UNSUPPORTED : r;
+        p = q;
+    } else if (r) {
+        return r;
+    }
+    if ((r = buf_byte(&nd->valid, 1)) || (r = buf_i32(&nd->offs, nd->nent))) return r;
+    nd->n++;
+    *pp = p;
+    return OK;
+}
+
+/* The entries of a map object; -1 on a duplicate key (entries appended so far are left for the caller). */
+static int parse_map_object(Ctx *cx, Node *nd, const char **pp, const char *end) {
+    const char *p = ws(*pp + 1, end);
+    Py_ssize_t ent0 = nd->nent;
+    int r, esc;
+    if (p < end && *p == '}') { *pp = p + 1; return OK; }
+    for (;;) {
+        if (p >= end || *p != '"') return UNSUPPORTED;
+        Py_ssize_t kstart = nd->kdata.len;
+        if ((r = read_string(&p, end, &nd->kdata, &esc))) return r;
+        Py_ssize_t klen = nd->kdata.len - kstart;
+        if (!cx->trusted) {
+            const char *key = nd->kdata.p + kstart;
+            for (Py_ssize_t e = ent0; e < nd->nent; e++) {
+                int32_t a = i32_at(&nd->koffs, e), b = i32_at(&nd->koffs, e + 1);
+                if (b - a == klen && memcmp(nd->kdata.p + a, key, (size_t)klen) == 0) return -1;
+            }
+        }
+        if ((r = buf_i32(&nd->koffs, nd->kdata.len))) return r;
+        p = ws(p, end);
+        if (p >= end || *p != ':') return UNSUPPORTED;
+        p = ws(p + 1, end);
+        if (p >= end) return UNSUPPORTED;
+        int valid = 1;
+        if (*p == '"') r = read_string(&p, end, &nd->vdata, &esc);
+        else if (*p == 'n') { r = literal(&p, end, "null", 4); valid = 0; }
+        else r = json_text(cx, &p, end, &nd->vdata);
+        if (r) return r;
+        if ((r = buf_byte(&nd->vvalid, (char)valid)) || (r = buf_i32(&nd->voffs, nd->vdata.len))) return r;
+        nd->nent++;
+        p = ws(p, end);
+        if (p < end && *p == ',') { p = ws(p + 1, end); continue; }
+        if (p < end && *p == '}') { *pp = p + 1; return OK; }
+        return UNSUPPORTED;
+    }
+}
+
+/* The fields of an object into a struct node's children; the slot itself is appended by the caller. */
+static int parse_struct_fields(Ctx *cx, Node *nd, const char **pp, const char *end, Py_ssize_t target) {
+    const char *p = ws(*pp + 1, end);
+    int r, esc;
+    if (p < end && *p == '}') { p++; goto done; }
+    for (;;) {
+        if (p >= end || *p != '"') return UNSUPPORTED;
+        const char *k = p + 1;
+        if ((r = read_string(&p, end, NULL, &esc))) return r;
+        Py_ssize_t klen = p - 1 - k;
+        Node *ch = NULL;
+        if (!esc) {
+            for (int i = 0; i < nd->nchild; i++)
+                if (nd->klens[i] == klen && memcmp(nd->keys[i], k, (size_t)klen) == 0) { ch = nd->child[i]; break; }
+        } else {
+            return UNSUPPORTED; /* an escaped key may spell a known one */
+        }
+        p = ws(p, end);
+        if (p >= end || *p != ':') return UNSUPPORTED;
+        p = ws(p + 1, end);
+        if (p >= end) return UNSUPPORTED;
+        if (ch) {
+            if (ch->n >= target) return UNSUPPORTED; /* duplicated key: Python keeps the last one */
+            if ((r = parse_node(cx, ch, &p, end))) return r;
+        } else {
+            int odd = 0;
+            if ((r = copy_value(&p, end, NULL, 0, &odd))) return r;
+        }
+        p = ws(p, end);
+        if (p < end && *p == ',') { p = ws(p + 1, end); continue; }
+        if (p < end && *p == '}') { p++; break; }
+        return UNSUPPORTED;
+    }
+done:
+    for (int i = 0; i < nd->nchild; i++)
+        if (nd->child[i]->n < target && (r = append_null(nd->child[i]))) return r;
+    *pp = p;
+    return OK;
+}
+
+static int parse_struct(Ctx *cx, Node *nd, const char **pp, const char *end) {
+    const char *p = *pp;
+    int r;
+    if (*p != '{') { /* null, or a value of another type: a null struct, as in Python */
+        int odd = 0;
+        if ((r = copy_value(&p, end, NULL, 0, &odd))) return r;
+        *pp = p;
+        return append_null(nd);
+    }
+    if ((r = buf_byte(&nd->valid, 1))) return r;
+    nd->n++;
+    if ((r = parse_struct_fields(cx, nd, &p, end, nd->n))) return r;
+    *pp = p;
+    return OK;
+}
+
+static int parse_list(Ctx *cx, Node *nd, const char **pp, const char *end) {
+    const char *p = *pp;
+    Node *el = nd->child[0];
+    int r;
+    if (*p != '[') {
+        int odd = 0;
+        if ((r = copy_value(&p, end, NULL, 0, &odd))) return r;
+        *pp = p;
+        return append_null(nd);
+    }
+    p = ws(p + 1, end);
+    if (p < end && *p == ']') p++;
+    else {
+        for (;;) {
+            if (p >= end) return UNSUPPORTED;
+            if (*p == '{') r = parse_struct(cx, el, &p, end);
+            else if (*p == 'n') { if ((r = literal(&p, end, "null", 4)) == OK) r = append_null(el); }
+            else { int odd = 0; r = copy_value(&p, end, NULL, 0, &odd); } /* not a resource: dropped, as in Python */
+            if (r) return r;
+            p = ws(p, end);
+            if (p < end && *p == ',') { p = ws(p + 1, end); continue; }
+            if (p < end && *p == ']') { p++; break; }
+            return UNSUPPORTED;
+        }
+    }
+    if ((r = buf_byte(&nd->valid, 1)) || (r = buf_i32(&nd->offs, el->n))) return r;
+    nd->n++;
+    *pp = p;
+    return OK;
+}
+
+static int parse_node(Ctx *cx, Node *nd, const char **pp, const char *end) {
+    switch (nd->kind) {
+    case K_STRING: return parse_string_leaf(cx, nd, pp, end);
+    case K_BOOL: return parse_bool_leaf(cx, nd, pp, end);
+    case K_MAP: return parse_map(cx, nd, pp, end);
+    case K_LIST: return parse_list(cx, nd, pp, end);
+    case K_TIME: return parse_time_leaf(cx, nd, pp, end);
+    default: return parse_struct(cx, nd, pp, end);
+    }
+}
+
+/* ---- output ------------------------------------------------------------------------------------ */
+
+static PyObject *bytes_of(const Buf *b) { return PyBytes_FromStringAndSize(b->p ? b->p : "", b->len); }
+
+/* Bit-packed validity from one byte per slot; None when every slot is valid. */
+static PyObject *bitmap(const Buf *valid, Py_ssize_t n) {
+    Py_ssize_t i;
+    for (i = 0; i < n; i++) if (!valid->p[i]) break;
+    if (i == n) Py_RETURN_NONE;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (n + 7) / 8);
+    if (!out) return NULL;
+    unsigned char *bits = (unsigned char *)PyBytes_AS_STRING(out);
+    memset(bits, 0, (size_t)((n + 7) / 8));
+    for (i = 0; i < n; i++) if (valid->p[i]) bits[i >> 3] |= (unsigned char)(1u << (i & 7));
+    return out;
+}
+
+static int emit(Node *nd, PyObject *list, int root) {
+    PyObject *t = NULL;
+    PyObject *valid = root ? (Py_INCREF(Py_None), Py_None) : bitmap(&nd->valid, nd->n);
+    if (!valid) return -1;
+    switch (nd->kind) {
+    case K_STRING:
+        t = Py_BuildValue("(nNNN)", nd->n, valid, bytes_of(&nd->offs), bytes_of(&nd->data));
+        break;
+    case K_BOOL: {
+        PyObject *vals = bitmap(&nd->data, nd->n);
+        if (vals == Py_None) { /* all true */
+            Py_DECREF(vals);
+            vals = PyBytes_FromStringAndSize(NULL, (nd->n + 7) / 8);
+            if (vals) memset(PyBytes_AS_STRING(vals), 0xFF, (size_t)((nd->n + 7) / 8));
+        }
+        t = vals ? Py_BuildValue("(nNN)", nd->n, valid, vals) : NULL;
+        break;
+    }
+    case K_MAP:
+        t = Py_BuildValue("(nNNNNNNN)", nd->n, valid, bytes_of(&nd->offs), bytes_of(&nd->koffs),
+                          bytes_of(&nd->kdata), bitmap(&nd->vvalid, nd->nent), bytes_of(&nd->voffs),
+                          bytes_of(&nd->vdata));
+        break;
+    case K_LIST:
+        t = Py_BuildValue("(nNN)", nd->n, valid, bytes_of(&nd->offs));
+        break;
+    case K_TIME:
+        t = Py_BuildValue("(nNNNNN)", nd->n, valid, bytes_of(&nd->offs), bytes_of(&nd->data),
+                          bitmap(&nd->tvalid, nd->n), bytes_of(&nd->tvals));
+        break;
+    default:
+        t = Py_BuildValue("(nN)", nd->n, valid);
+        break;
+    }
+    if (!t || PyList_Append(list, t)) { Py_XDECREF(t); return -1; }
+    Py_DECREF(t);
+    for (int i = 0; i < nd->nchild; i++)
+        if (emit(nd->child[i], list, 0)) return -1;
+    return 0;
+}
+
+static PyObject *decode(PyObject *self, PyObject *args) {
+    PyObject *records, *spec, *canon;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOO:decode", &records, &spec, &canon)) return NULL;
+    if (!PyList_Check(records)) { PyErr_SetString(PyExc_TypeError, "records must be a list of bytes"); return NULL; }
+    Node *root = node_new(spec);
+    if (!root) return NULL;
+    if (root->kind != K_STRUCT) { node_free(root); PyErr_SetString(PyExc_ValueError, "root must be a struct"); return NULL; }
+    Ctx cx = {canon, 0};
+    int r = OK;
+    Py_ssize_t n = PyList_GET_SIZE(records);
+    for (Py_ssize_t i = 0; i < n && r == OK; i++) {
+        PyObject *rec = PyList_GET_ITEM(records, i);
+        if (!PyBytes_Check(rec)) { r = UNSUPPORTED; break; }
+        const char *p = PyBytes_AS_STRING(rec), *end = p + PyBytes_GET_SIZE(rec);
+        p = ws(p, end);
+        if (p >= end || *p != '{') { r = UNSUPPORTED; break; }
+        root->n++;
+        if ((r = parse_struct_fields(&cx, root, &p, end, root->n))) break;
+        if (ws(p, end) != end) r = UNSUPPORTED;
+    }
+    if (r == NOMEM) { node_free(root); return PyErr_NoMemory(); }
+    if (r != OK) { node_free(root); Py_RETURN_NONE; }
+    PyObject *out = PyList_New(0);
+    if (!out || emit(root, out, 1)) { Py_XDECREF(out); node_free(root); return NULL; }
+    node_free(root);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"decode", decode, METH_VARARGS, "decode(records, spec, canon) -> list of column buffers, or None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_recordscan", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__recordscan(void) {
+    init_tables();
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,135 @@
+"""The fixed and free-form columns of raw CloudTrail records, in one C pass (lake/_recordscan.c).
+
+`scan(raws)` returns each top-level field the event schema uses as an Arrow array, keyed by its JSON name,
+with nested structs still under their camelCase keys (the converter renames them), or None when the batch
+must take the Python path: the extension is not built, or a record is one the scanner does not convert
+exactly as the Python converter would (it says so rather than guess). Values the Python converter stores as
+compact JSON text are produced by `canonical_text`, the same function the Python converter uses, whenever a
+plain copy of the input could differ (floats, escapes, duplicate keys).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import schema
+
+try:
+    from . import _recordscan
+except ImportError:  # not compiled: the Python path does everything
+    _recordscan = None
+
+STRUCT, STRING, BOOL, MAP, LIST, TIME = range(6)
+
+
+def _node(spec) -> tuple:
+    if spec is None:
+        return (STRING, ())
+    if spec == "timestamp":
+        return (TIME, ())
+    if spec == "map":
+        return (MAP, ())
+    return (STRUCT, tuple((key.encode(), _node(sub)) for key, _, sub in spec))
+
+
+TLS_SPEC = [(k, c, None) for k, c in schema.TLS_FIELDS]
+RESOURCE_SPEC = [(k, c, None) for k, c in schema.RESOURCE_FIELDS] + [(schema.RESOURCE_ARN_ALIAS, "", None)]
+
+# What segment order needs: read first, so rows can be sorted before the full scan instead of after it.
+KEY_SPEC = (STRUCT, ((b"eventTime", (TIME, ())), (b"recipientAccountId", (STRING, ()))))
+
+SPEC = (STRUCT, (
+    *[(key.encode(), (STRING, ())) for key in schema.STRING_FIELDS],
+    *[(key.encode(), (BOOL, ())) for key in schema.BOOL_FIELDS],
+    *[(key.encode(), (MAP, ())) for key in schema.FREEFORM_FIELDS],
+    (b"userIdentity", _node(schema.USERIDENTITY_FIELDS)),
+    (b"tlsDetails", _node(TLS_SPEC)),
+    (b"resources", (LIST, ((b"", _node(RESOURCE_SPEC)),))),
+))
+
+_ENTRY_FIELDS = [pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())]
+
+
+def canonical_text(raw: bytes) -> str:
+    """Compact JSON of one JSON value as the Python converter stores it (orjson's text of the decoded value;
+    msgspec's for integers beyond 64 bits)."""
+    from .events import _json_text
+
+    return _json_text(msgspec.json.decode(raw))
+
+
+def available() -> bool:
+    return _recordscan is not None
+
+
+def scan(raws: list[bytes], spec: tuple = SPEC) -> dict[str, pa.Array] | None:
+    """Top-level columns of `raws` (compact JSON texts of single records, valid UTF-8: the caller checks,
+    since Arrow and polars assume it), or None for the Python path.
+    Time fields come as timestamps, null where missing or unparseable; a top-level one's received text is
+    under `<key>:text` too (for reject messages)."""
+    if _recordscan is None:
+        return None
+    out = _recordscan.decode(raws, spec, canonical_text)
+    if out is None:
+        return None
+    parts = iter(out)
+    next(parts)  # the root: one slot per record
+    columns: dict[str, pa.Array] = {}
+    for key, node in spec[1]:
+        texts: list = []
+        columns[key.decode()] = _array(node, parts, texts)
+        if texts:
+            columns[f"{key.decode()}:text"] = texts[0]
+    return columns
+
+
+def _buf(b: bytes | None) -> pa.Buffer | None:
+    return None if b is None else pa.py_buffer(b)
+
+
+def _array(node: tuple, parts: Iterator[tuple], texts: list | None = None) -> pa.Array:
+    kind, children = node
+    got = next(parts)
+    n, valid = got[0], _buf(got[1])
+    if kind == STRING:
+        return pa.Array.from_buffers(pa.string(), n, [valid, _buf(got[2]), _buf(got[3])])
+    if kind == TIME:
+        text = pa.Array.from_buffers(pa.string(), n, [valid, _buf(got[2]), _buf(got[3])])
+        if texts is not None:
+            texts.append(text)
+        return _times(text, pa.Array.from_buffers(schema.TIMESTAMP, n, [_buf(got[4]), _buf(got[5])]))
+    if kind == BOOL:
+        return pa.Array.from_buffers(pa.bool_(), n, [valid, _buf(got[2])])
+    if kind == MAP:
+        offsets, koffs, kdata, vvalid, voffs, vdata = got[2:]
+        nent = len(koffs) // 4 - 1
+        keys = pa.Array.from_buffers(pa.string(), nent, [None, _buf(koffs), _buf(kdata)])
+        values = pa.Array.from_buffers(pa.string(), nent, [_buf(vvalid), _buf(voffs), _buf(vdata)])
+        entries = pa.StructArray.from_arrays([keys, values], fields=_ENTRY_FIELDS)
+        return pa.Array.from_buffers(schema.FREEFORM, n, [valid, _buf(offsets)], children=[entries])
+    if kind == LIST:
+        element = _array(children[0][1], parts)
+        return pa.Array.from_buffers(pa.list_(element.type), n, [valid, _buf(got[2])], children=[element])
+    arrays = [_array(sub, parts) for _, sub in children]
+    typ = pa.struct([pa.field(key.decode(), a.type) for (key, _), a in zip(children, arrays)])
+    return pa.Array.from_buffers(typ, n, [valid], children=arrays)
+
+
+def _times(text: pa.Array, parsed: pa.Array) -> pa.Array:
+    """The scanner reads CloudTrail's own timestamp form; the other forms real archives hold go through
+    `timeparse`, as in the Python converter."""
+    if parsed.null_count == text.null_count:
+        return parsed
+    import polars as pl
+
+    from .timeparse import timestamp_expr
+
+    rest = pl.from_arrow(pa.table({"t": text})).select(timestamp_expr("t")).to_series().to_arrow()
+    return pc.coalesce(parsed, rest.cast(schema.TIMESTAMP))
+
+
+__all__ = ["scan", "available", "canonical_text", "SPEC", "KEY_SPEC"]
