@@ -781,8 +781,85 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* One record of a log file as bytes: as received when it is on one line, else without the whitespace between
+ * tokens (what the Python path's compact_json does with msgspec). */
+static PyObject *record_bytes(const char *s, const char *e) {
+    if (!memchr(s, '\n', (size_t)(e - s)) && !memchr(s, '\r', (size_t)(e - s)))
+        return PyBytes_FromStringAndSize(s, e - s);
+    Buf b = {0};
+    const char *p = s;
+    int odd = 0;
+    PyObject *out = NULL;
+    if (copy_value(&p, e, &b, 0, &odd) == OK) out = PyBytes_FromStringAndSize(b.p ? b.p : "", b.len);
+    PyMem_RawFree(b.p);
+    return out;
+}
+
+/* split(data): the records of a CloudTrail log file's JSON, `{"Records": [...]}`, as a list of bytes (see
+ * record_bytes), without building Python objects for their content; None when the text is anything else
+ * (another layout, invalid JSON, a repeated "Records" key), which the Python reader then handles. */
+static PyObject *split(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE)) return NULL;
+    const char *p = view.buf, *end = p + view.len;
+    PyObject *list = NULL;
+    int found = 0, odd = 0, esc;
+    p = ws(p, end);
+    if (p >= end || *p != '{') goto decline;
+    p = ws(p + 1, end);
+    if (p < end && *p == '}') goto decline;
+    for (;;) {
+        if (p >= end || *p != '"') goto decline;
+        const char *k = p + 1;
+        if (read_string(&p, end, NULL, &esc)) goto decline;
+        int records = !esc && p - 1 - k == 7 && memcmp(k, "Records", 7) == 0;
+        p = ws(p, end);
+        if (p >= end || *p != ':') goto decline;
+        p = ws(p + 1, end);
+        if (p >= end) goto decline;
+        if (records) {
+            if (found || *p != '[') goto decline;
+            found = 1;
+            list = PyList_New(0);
+            if (!list) goto error;
+            p = ws(p + 1, end);
+            if (p < end && *p == ']') p++;
+            else {
+                for (;;) {
+                    const char *s = p;
+                    if (copy_value(&p, end, NULL, 0, &odd)) goto decline;
+                    PyObject *rec = record_bytes(s, p);
+                    if (!rec || PyList_Append(list, rec)) { Py_XDECREF(rec); goto error; }
+                    Py_DECREF(rec);
+                    p = ws(p, end);
+                    if (p < end && *p == ',') { p = ws(p + 1, end); continue; }
+                    if (p < end && *p == ']') { p++; break; }
+                    goto decline;
+                }
+            }
+        } else if (copy_value(&p, end, NULL, 0, &odd)) goto decline;
+        p = ws(p, end);
+        if (p < end && *p == ',') { p = ws(p + 1, end); continue; }
+        if (p < end && *p == '}') { p++; break; }
+        goto decline;
+    }
+    if (!found || ws(p, end) != end) goto decline;
+    PyBuffer_Release(&view);
+    return list;
+decline:
+    Py_XDECREF(list);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(list);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"decode", decode, METH_VARARGS, "decode(records, spec, canon) -> list of column buffers, or None"},
+    {"split", split, METH_O, "split(log file JSON) -> list of record bytes, or None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -384,7 +384,7 @@ _UID_MAP_PATHS = _map_paths(schema.USERIDENTITY_FIELDS)
 
 
 def convert_raw(raws: list, *, size_mode: str = limits.STANDARD, location: str = "",
-                scanner: bool = True) -> Converted:
+                scanner: bool = True, compacted: bool = False) -> Converted:
     """Convert records given as raw JSON texts exactly as received (e.g. split from a trail log file).
 
     `eventjson` is the received text itself. Every column comes from one pass of the C record scanner
@@ -392,13 +392,15 @@ def convert_raw(raws: list, *, size_mode: str = limits.STANDARD, location: str =
     tests); otherwise the fixed columns are parsed by Arrow's C++ JSON reader and the free-form objects by
     msgspec, so no Python dict is built per record; this is ~4x faster than `convert`. Records over the size limit, and batches the fast reader refuses (unexpected value types,
     invalid JSON), go through `convert`, which handles them one by one. Field caps never apply here: this is
-    the import path for events CloudTrail already delivered.
+    the import path for events CloudTrail already delivered. `compacted`: the texts went through
+    `compact_json` already (the importer's `split_raw` does that).
     """
     max_bytes = limits.MAX_EVENT_BYTES[size_mode]
-    raws = [compact_json(bytes(r)) for r in raws]
+    if not compacted:
+        raws = [compact_json(bytes(r)) for r in raws]
     if not raws:
         return convert([], size_mode=size_mode, location=location, field_caps=False)
-    if any(len(r) > max_bytes for r in raws):
+    if max(map(len, raws)) > max_bytes:
         return convert(raws, size_mode=size_mode, location=location, field_caps=False)
     if scanner and recordscan.available():
         try:

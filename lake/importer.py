@@ -32,9 +32,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import segments
+from . import recordscan, segments
 from .errors import InvalidParameter, NotFound
-from .events import convert_raw
+from .events import compact_json, convert_raw
 from .log import now_iso
 from .schema import TIMESTAMP
 from .sources import LogObject, in_window, list_source, read_object, utc
@@ -95,7 +95,9 @@ _ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def split_raw(data: bytes, name: str) -> list[bytes]:
-    """Raw JSON texts of the records in one log file's bytes, without building Python objects."""
+    """Compact JSON texts (as `events.compact_json` makes them) of the records in one log file's bytes,
+    without building Python objects: CloudTrail's own `{"Records": [...]}` layout through the C scanner when
+    it is built, anything else (and anything it declines) through msgspec."""
     from .trailfiles import TrailFileError, decode_bytes
 
     if data[:4] == b"PK\x03\x04":
@@ -108,6 +110,16 @@ def split_raw(data: bytes, name: str) -> list[bytes]:
         except zipfile.BadZipFile as e:
             raise TrailFileError(f"{name}: zip archive is damaged ({e})") from None
     data = decode_bytes(data, name)
+    if data.lstrip()[:1] == b"{":
+        recs = recordscan.split(data)
+        if recs is not None:
+            return recs
+    return [compact_json(r) for r in _split_python(data, name)]
+
+
+def _split_python(data: bytes, name: str) -> list[bytes]:
+    from .trailfiles import TrailFileError, decode
+
     head = data.lstrip()[:1]
     try:
         if head == b"{":
@@ -121,8 +133,6 @@ def split_raw(data: bytes, name: str) -> list[bytes]:
             return [bytes(r) for r in _ARRAY.decode(data)]
     except msgspec.DecodeError:
         pass
-    from .trailfiles import decode
-
     try:
         recs = decode(data, name)
     except TrailFileError:
@@ -163,7 +173,7 @@ def _process_chunk(task: dict) -> dict:
         raws.extend(recs)
         owners.extend([n] * len(recs))
         files.append({**obj, "events": 0, "ok": True})
-    conv = convert_raw(raws, size_mode=task["size_mode"])
+    conv = convert_raw(raws, size_mode=task["size_mode"], compacted=True)
     for r in conv.rejects:
         obj = task["objects"][owners[r.index]]
         local = r.index - owners.index(owners[r.index])

@@ -87,6 +87,12 @@ def scan(raws: list[bytes], spec: tuple = SPEC) -> dict[str, pa.Array] | None:
     return columns
 
 
+def split(data: bytes) -> list[bytes] | None:
+    """The records of a `{"Records": [...]}` log file as compact JSON texts, or None (not built, another
+    layout, or invalid JSON: the Python reader decides)."""
+    return None if _recordscan is None else _recordscan.split(data)
+
+
 def _buf(b: bytes | None) -> pa.Buffer | None:
     return None if b is None else pa.py_buffer(b)
 
@@ -132,4 +138,4 @@ def _times(text: pa.Array, parsed: pa.Array) -> pa.Array:
     return pc.coalesce(parsed, rest.cast(schema.TIMESTAMP))
 
 
-__all__ = ["scan", "available", "canonical_text", "SPEC", "KEY_SPEC"]
+__all__ = ["scan", "split", "available", "canonical_text", "SPEC", "KEY_SPEC"]

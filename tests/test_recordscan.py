@@ -183,3 +183,47 @@ def test_damaged_texts_are_declined_or_converted_as_in_python(pos, byte, cut):
     good = msgspec_text(rec(99))
     recordscan.scan([good, text])
     assert _rows(convert_raw([good, text])) == _rows(convert_raw([good, text], scanner=False))
+
+
+@pytest.mark.parametrize("text", [
+    b'{"Records":[{"a":1},{"b":"x y"}]}',
+    b'{"Records": [ {"a": 1, "b": [1, 2]} , 7, "s", null ]}',             # spacing kept on one line
+    b'{\n  "Records": [\n    {\n      "a": 1,\n      "b": "x y"\n    }\n  ]\n}\n',  # pretty-printed
+    b'{"Other":{"x":[1]},"Records":[],"More":true}',
+    b'{"Records":[{"a":"\\u00e9\\n"}],"digest":null}',
+])
+def test_split_gives_what_the_python_reader_gives(text):
+    from lake.importer import _split_python
+
+    assert recordscan.split(text) == [compact_json(r) for r in _split_python(text, "f")]
+
+
+@pytest.mark.parametrize("text", [
+    b'{"Records":[{"a":1}],"Records":[]}',   # repeated key
+    b'{"Records":{"a":1}}', b'{"records":[]}', b'{"Records":[{"a":1}', b'[{"a":1}]', b'{"a":1}\n{"b":2}\n',
+    b'{"Records":[{"a":1}]} trailing',
+])
+def test_split_declines_other_layouts(text):
+    assert recordscan.split(text) is None
+
+
+def _same_split(files: list[bytes]) -> None:
+    from lake.importer import _split_python
+
+    for data in files:
+        assert recordscan.split(data) == [compact_json(r) for r in _split_python(data, "f")]
+
+
+def test_split_on_generated_logs(tmp_path):
+    from lake.datagen import generate_dataset
+    from lake.trailfiles import decode_bytes
+
+    generate_dataset(str(tmp_path), events=500, days=1, accounts=1, regions=2, seed=5)
+    _same_split([decode_bytes(p.read_bytes()) for p in sorted(tmp_path.rglob("*.json.gz"))])
+
+
+def test_split_on_external_logs(external):
+    from lake.trailfiles import decode_bytes, encode_log_file
+
+    _same_split([decode_bytes(encode_log_file([r for r in records if isinstance(r, dict)]))
+                 for records in external.values()])
