@@ -17,7 +17,7 @@
  * Kinds: 0 struct (an object whose known keys feed children), 1 string, 2 bool, 3 map<string,string>
  * (a free-form object), 4 list of struct (the list's single child is the element struct), 5 time (a string
  * that is also read as microseconds since the epoch when it has CloudTrail's own YYYY-MM-DDTHH:MM:SSZ form).
- * `decode(records, spec, canon)` returns, per node in pre-order, a tuple of length and Arrow buffers:
+ * `decode(records, spec, canon, lenient=False)` returns, per node in pre-order, a tuple of length and Arrow buffers:
  *   struct: (n, validity)                 string: (n, validity, int32 offsets, data)
  *   bool:   (n, validity, values)         list:   (n, validity, int32 offsets)
  *   map:    (n, validity, int32 offsets, key offsets, key data, value validity, value offsets, value data)
@@ -29,6 +29,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <strings.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 enum { K_STRUCT = 0, K_STRING = 1, K_BOOL = 2, K_MAP = 3, K_LIST = 4, K_TIME = 5 };
 enum { OK = 0, UNSUPPORTED = 1, NOMEM = 2 };
@@ -88,6 +91,7 @@ typedef struct Node {
 typedef struct {
     PyObject *canon;
     int trusted;         /* text produced by `canon`: already canonical, no checks */
+    int lenient;         /* key scan: skip unknown values unchecked, stop once every field is found */
 } Ctx;
 
 /* ---- node tree --------------------------------------------------------------------------------- */
@@ -195,6 +199,51 @@ static void init_tables(void) {
     STOP['\\'] = 1;
 }
 
+/* The first byte at or after p that ends plain string content ('"', '\\' or a control character), or end.
+ * Strings are most of a record's bytes, so this runs 16 bytes at a time where SSE2 is available. */
+static inline const char *string_run(const char *p, const char *end) {
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1F);
+    while (end - p >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)p);
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, backslash)),
+                                   _mm_cmpeq_epi8(_mm_max_epu8(x, ctl), ctl));
+        int mask = _mm_movemask_epi8(hit);
+        if (mask) return p + __builtin_ctz((unsigned)mask);
+        p += 16;
+    }
+#endif
+    while (p < end && !STOP[(unsigned char)*p]) p++;
+    return p;
+}
+
+/* Past the JSON value at p without checking it (NULL if the text ends first): for the key scan, which only
+ * needs to find its fields; every record it keeps is checked by the full scan afterwards. */
+static const char *skip_lenient(const char *p, const char *end) {
+    int depth = 0;
+    while (p < end) {
+        char c = *p;
+        if (c == '"') {
+            p++;
+            for (;;) {
+                p = string_run(p, end);
+                if (p >= end) return NULL;
+                if (*p == '"') { p++; break; }
+                p += *p == '\\' ? 2 : 1;
+            }
+            if (!depth) return p;
+            continue;
+        }
+        if (c == '{' || c == '[') depth++;
+        else if (c == '}' || c == ']') {
+            if (!depth) return p; /* the end of the enclosing container: a scalar just ended */
+            if (--depth == 0) return p + 1;
+        } else if (!depth && (c == ',' || c == ' ' || c == '\n' || c == '\r' || c == '\t')) return p;
+        p++;
+    }
+    return depth ? NULL : p;
+}
+
 static inline int hex4(const char *p, unsigned *out) {
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
@@ -232,7 +281,7 @@ static int read_string(const char **pp, const char *end, Buf *out, int *escaped)
     *escaped = 0;
     for (;;) {
         const char *run = p;
-        while (p < end && !STOP[(unsigned char)*p]) p++;
+        p = string_run(p, end);
         if (p >= end) return UNSUPPORTED;
         if (out && p > run && buf_put(out, run, p - run)) return NOMEM;
         char c = *p;
@@ -544,7 +593,7 @@ static int parse_map(Ctx *cx, Node *nd, const char **pp, const char *end) {
         Py_ssize_t n;
         PyObject *text = canonical(cx, start, q, &s, &n);
         if (!text) return UNSUPPORTED;
-        Ctx trusted = {cx->canon, 1};
+        Ctx trusted = {cx->canon, 1, 0};
         const char *t = s;
         r = parse_map_object(&trusted, nd, &t, s + n);
         Py_DECREF(text);
@@ -599,7 +648,7 @@ static int parse_map_object(Ctx *cx, Node *nd, const char **pp, const char *end)
 /* The fields of an object into a struct node's children; the slot itself is appended by the caller. */
 static int parse_struct_fields(Ctx *cx, Node *nd, const char **pp, const char *end, Py_ssize_t target) {
     const char *p = ws(*pp + 1, end);
-    int r, esc;
+    int r, esc, found = 0;
     if (p < end && *p == '}') { p++; goto done; }
     for (;;) {
         if (p >= end || *p != '"') return UNSUPPORTED;
@@ -620,6 +669,9 @@ static int parse_struct_fields(Ctx *cx, Node *nd, const char **pp, const char *e
         if (ch) {
             if (ch->n >= target) return UNSUPPORTED; /* duplicated key: Python keeps the last one */
             if ((r = parse_node(cx, ch, &p, end))) return r;
+            if (cx->lenient && ++found == nd->nchild) { p = end; break; }
+        } else if (cx->lenient) {
+            if (!(p = skip_lenient(p, end))) return UNSUPPORTED;
         } else {
             int odd = 0;
             if ((r = copy_value(&p, end, NULL, 0, &odd))) return r;
@@ -754,13 +806,14 @@ static int emit(Node *nd, PyObject *list, int root) {
 
 static PyObject *decode(PyObject *self, PyObject *args) {
     PyObject *records, *spec, *canon;
+    int lenient = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOO:decode", &records, &spec, &canon)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOO|p:decode", &records, &spec, &canon, &lenient)) return NULL;
     if (!PyList_Check(records)) { PyErr_SetString(PyExc_TypeError, "records must be a list of bytes"); return NULL; }
     Node *root = node_new(spec);
     if (!root) return NULL;
     if (root->kind != K_STRUCT) { node_free(root); PyErr_SetString(PyExc_ValueError, "root must be a struct"); return NULL; }
-    Ctx cx = {canon, 0};
+    Ctx cx = {canon, 0, lenient};
     int r = OK;
     Py_ssize_t n = PyList_GET_SIZE(records);
     for (Py_ssize_t i = 0; i < n && r == OK; i++) {
@@ -771,7 +824,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         if (p >= end || *p != '{') { r = UNSUPPORTED; break; }
         root->n++;
         if ((r = parse_struct_fields(&cx, root, &p, end, root->n))) break;
-        if (ws(p, end) != end) r = UNSUPPORTED;
+        if (!lenient && ws(p, end) != end) r = UNSUPPORTED;
     }
     if (r == NOMEM) { node_free(root); return PyErr_NoMemory(); }
     if (r != OK) { node_free(root); Py_RETURN_NONE; }
@@ -858,7 +911,7 @@ error:
 }
 
 static PyMethodDef methods[] = {
-    {"decode", decode, METH_VARARGS, "decode(records, spec, canon) -> list of column buffers, or None"},
+    {"decode", decode, METH_VARARGS, "decode(records, spec, canon, lenient=False) -> column buffers, or None"},
     {"split", split, METH_O, "split(log file JSON) -> list of record bytes, or None"},
     {NULL, NULL, 0, NULL},
 };

@@ -529,11 +529,13 @@ def _convert_scanned(raws: list[bytes], location: str) -> Converted | None:
     the texts are permuted (cheap: a list of references) and scanned again in full, which costs less than
     permuting ~50 finished columns with Arrow's take."""
     eventjson = _string_array(raws)  # invalid UTF-8 raises here, before the scanner's strings reach polars
-    keys = recordscan.scan(raws, recordscan.KEY_SPEC)
+    keys = recordscan.scan(raws, recordscan.KEY_SPEC, lenient=True)
     if keys is None:
         return None
     times = keys["eventTime"]
     rejects = _time_rejects(times, keys["eventTime:text"], location) if times.null_count else []
+    if rejects and recordscan.scan([raws[r.index] for r in rejects], recordscan.KEY_SPEC) is None:
+        return None  # a rejected record that is not valid JSON: the Python path says so
     idx = np.arange(len(raws))
     if rejects:
         good = times.is_valid()

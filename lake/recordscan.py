@@ -66,14 +66,16 @@ def available() -> bool:
     return _recordscan is not None
 
 
-def scan(raws: list[bytes], spec: tuple = SPEC) -> dict[str, pa.Array] | None:
+def scan(raws: list[bytes], spec: tuple = SPEC, *, lenient: bool = False) -> dict[str, pa.Array] | None:
     """Top-level columns of `raws` (compact JSON texts of single records, valid UTF-8: the caller checks,
     since Arrow and polars assume it), or None for the Python path.
     Time fields come as timestamps, null where missing or unparseable; a top-level one's received text is
-    under `<key>:text` too (for reject messages)."""
+    under `<key>:text` too (for reject messages). `lenient`: skip the fields the spec does not name without
+    checking them, and stop reading a record once every named field was found (the key scan: what it keeps
+    is checked by the full scan)."""
     if _recordscan is None:
         return None
-    out = _recordscan.decode(raws, spec, canonical_text)
+    out = _recordscan.decode(raws, spec, canonical_text, lenient)
     if out is None:
         return None
     parts = iter(out)
