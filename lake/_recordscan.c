@@ -17,7 +17,7 @@
  * Kinds: 0 struct (an object whose known keys feed children), 1 string, 2 bool, 3 map<string,string>
  * (a free-form object), 4 list of struct (the list's single child is the element struct), 5 time (a string
  * that is also read as microseconds since the epoch when it has CloudTrail's own YYYY-MM-DDTHH:MM:SSZ form).
- * `decode(records, spec, canon, lenient=False)` returns, per node in pre-order, a tuple of length and Arrow buffers:
+ * `decode(records, spec, canon, ...)` (options at the function) returns, per node in pre-order, a tuple of length and Arrow buffers:
  *   struct: (n, validity)                 string: (n, validity, int32 offsets, data)
  *   bool:   (n, validity, values)         list:   (n, validity, int32 offsets)
  *   map:    (n, validity, int32 offsets, key offsets, key data, value validity, value offsets, value data)
@@ -81,7 +81,7 @@ typedef struct Node {
     Py_ssize_t nent;     /* map entries */
     Buf koffs, kdata, voffs, vdata, vvalid;
     Buf tvalid, tvals;   /* time: one byte per slot, int64 microseconds */
-    int nchild;
+    int nchild, hint;    /* hint: the child most likely named by the next key */
     struct Node **child;
     const char **keys;
     Py_ssize_t *klens;
@@ -655,12 +655,21 @@ static int parse_struct_fields(Ctx *cx, Node *nd, const char **pp, const char *e
         const char *k = p + 1;
         if ((r = read_string(&p, end, NULL, &esc))) return r;
         Py_ssize_t klen = p - 1 - k;
+        if (esc) return UNSUPPORTED; /* an escaped key may spell a known one */
         Node *ch = NULL;
-        if (!esc) {
-            for (int i = 0; i < nd->nchild; i++)
-                if (nd->klens[i] == klen && memcmp(nd->keys[i], k, (size_t)klen) == 0) { ch = nd->child[i]; break; }
+        /* Records of one source list their keys in the same order: try the field after the last one found
+         * before searching. */
+        int h = nd->hint;
+        if (h < nd->nchild && nd->klens[h] == klen && memcmp(nd->keys[h], k, (size_t)klen) == 0) {
+            ch = nd->child[h];
+            nd->hint = h + 1;
         } else {
-            return UNSUPPORTED; /* an escaped key may spell a known one */
+            for (int i = 0; i < nd->nchild; i++)
+                if (nd->klens[i] == klen && memcmp(nd->keys[i], k, (size_t)klen) == 0) {
+                    ch = nd->child[i];
+                    nd->hint = i + 1;
+                    break;
+                }
         }
         p = ws(p, end);
         if (p >= end || *p != ':') return UNSUPPORTED;
@@ -748,7 +757,50 @@ static int parse_node(Ctx *cx, Node *nd, const char **pp, const char *end) {
 
 /* ---- output ------------------------------------------------------------------------------------ */
 
-static PyObject *bytes_of(const Buf *b) { return PyBytes_FromStringAndSize(b->p ? b->p : "", b->len); }
+/* A builder's memory handed to Python without a copy: a read-only buffer object that frees it when the last
+ * Arrow array over it goes (copying every column into bytes cost a pass over the data and fresh pages). */
+typedef struct {
+    PyObject_HEAD
+    char *p;
+    Py_ssize_t len;
+} Block;
+
+static void block_dealloc(Block *b) {
+    PyMem_RawFree(b->p);
+    Py_TYPE(b)->tp_free((PyObject *)b);
+}
+
+static int block_getbuffer(Block *b, Py_buffer *view, int flags) {
+    static char empty[1];
+    return PyBuffer_FillInfo(view, (PyObject *)b, b->p ? b->p : empty, b->len, 1, flags);
+}
+
+static PyBufferProcs block_buffer = {(getbufferproc)block_getbuffer, NULL};
+
+static PyTypeObject BlockType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "lake._recordscan.Block",
+    .tp_basicsize = sizeof(Block),
+    .tp_dealloc = (destructor)block_dealloc,
+    .tp_as_buffer = &block_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Memory of one column buffer (read-only buffer protocol).",
+};
+
+/* The builder's memory as a Block; the builder is left empty. */
+static PyObject *bytes_of(Buf *b) {
+    Block *out = PyObject_New(Block, &BlockType);
+    if (!out) return NULL;
+    if (b->p && b->cap - b->len > 65536) { /* give back the growth slack */
+        char *q = PyMem_RawRealloc(b->p, (size_t)(b->len ? b->len : 1));
+        if (q) b->p = q;
+    }
+    out->p = b->p;
+    out->len = b->len;
+    b->p = NULL;
+    b->len = b->cap = 0;
+    return (PyObject *)out;
+}
 
 /* Bit-packed validity from one byte per slot; None when every slot is valid. */
 static PyObject *bitmap(const Buf *valid, Py_ssize_t n) {
@@ -804,32 +856,108 @@ static int emit(Node *nd, PyObject *list, int root) {
     return 0;
 }
 
-static PyObject *decode(PyObject *self, PyObject *args) {
-    PyObject *records, *spec, *canon;
-    int lenient = 0;
+/* Whether s[0:n] is valid UTF-8 (as Arrow checks it: no overlong forms, surrogates or code points past
+ * U+10FFFF). ASCII, nearly all of a record, is passed 16 bytes at a time. */
+static int utf8_valid(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+#ifdef __SSE2__
+        while (n - i >= 16 && !_mm_movemask_epi8(_mm_loadu_si128((const __m128i *)(s + i)))) i += 16;
+        if (i >= n) break;
+#endif
+        unsigned c = s[i];
+        if (c < 0x80) { i++; continue; }
+        if (c >= 0xC2 && c <= 0xDF) {
+            if (i + 1 >= n || (s[i + 1] & 0xC0) != 0x80) return 0;
+            i += 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            if (i + 2 >= n || (s[i + 1] & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80) return 0;
+            if ((c == 0xE0 && s[i + 1] < 0xA0) || (c == 0xED && s[i + 1] > 0x9F)) return 0;
+            i += 3;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            if (i + 3 >= n || (s[i + 1] & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80 || (s[i + 3] & 0xC0) != 0x80)
+                return 0;
+            if ((c == 0xF0 && s[i + 1] < 0x90) || (c == 0xF4 && s[i + 1] > 0x8F)) return 0;
+            i += 4;
+        } else return 0;
+    }
+    return 1;
+}
+
+/* decode(records, spec, canon, *, lenient=False, check=False, max_bytes=-1, order=None, texts=False)
+ * `check`: decline a batch holding a record that is not valid UTF-8 or is longer than `max_bytes` (>= 0).
+ * `order`: a buffer of int64 positions: the records are read in that order (the rest are left out).
+ * `texts`: append (n, int32 offsets, data) of the records' own texts, in the order read. */
+static PyObject *decode(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"records", "spec", "canon", "lenient", "check", "max_bytes", "order", "texts", NULL};
+    PyObject *records, *spec, *canon, *order = Py_None;
+    int lenient = 0, check = 0, texts = 0;
+    Py_ssize_t max_bytes = -1;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOO|p:decode", &records, &spec, &canon, &lenient)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$ppnOp:decode", names, &records, &spec, &canon,
+                                     &lenient, &check, &max_bytes, &order, &texts))
+        return NULL;
     if (!PyList_Check(records)) { PyErr_SetString(PyExc_TypeError, "records must be a list of bytes"); return NULL; }
+    Py_buffer ord = {0};
+    int have_order = order != Py_None;
+    if (have_order && PyObject_GetBuffer(order, &ord, PyBUF_SIMPLE)) return NULL;
+    const int64_t *pos = have_order ? (const int64_t *)ord.buf : NULL;
+    Py_ssize_t count = have_order ? ord.len / 8 : PyList_GET_SIZE(records), total = PyList_GET_SIZE(records);
     Node *root = node_new(spec);
-    if (!root) return NULL;
-    if (root->kind != K_STRUCT) { node_free(root); PyErr_SetString(PyExc_ValueError, "root must be a struct"); return NULL; }
+    if (!root) { if (have_order) PyBuffer_Release(&ord); return NULL; }
+    if (root->kind != K_STRUCT) {
+        node_free(root);
+        if (have_order) PyBuffer_Release(&ord);
+        PyErr_SetString(PyExc_ValueError, "root must be a struct");
+        return NULL;
+    }
     Ctx cx = {canon, 0, lenient};
-    int r = OK;
-    Py_ssize_t n = PyList_GET_SIZE(records);
-    for (Py_ssize_t i = 0; i < n && r == OK; i++) {
-        PyObject *rec = PyList_GET_ITEM(records, i);
+    Buf toffs = {0}, tdata = {0};
+    int r = texts ? buf_i32(&toffs, 0) : OK;
+    if (texts && r == OK) { /* the texts' exact size: one allocation, no growth copies */
+        Py_ssize_t size = 0;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            Py_ssize_t at = have_order ? (Py_ssize_t)pos[i] : i;
+            PyObject *rec = at >= 0 && at < total ? PyList_GET_ITEM(records, at) : NULL;
+            if (rec && PyBytes_Check(rec)) size += PyBytes_GET_SIZE(rec);
+        }
+        if (buf_grow(&tdata, size + 1) || buf_grow(&toffs, 4 * (count + 1))) r = NOMEM;
+    }
+    for (Py_ssize_t i = 0; i < count && r == OK; i++) {
+        Py_ssize_t at = have_order ? (Py_ssize_t)pos[i] : i;
+        if (at < 0 || at >= total) { r = UNSUPPORTED; break; }
+        PyObject *rec = PyList_GET_ITEM(records, at);
         if (!PyBytes_Check(rec)) { r = UNSUPPORTED; break; }
         const char *p = PyBytes_AS_STRING(rec), *end = p + PyBytes_GET_SIZE(rec);
+        if (check && ((max_bytes >= 0 && end - p > max_bytes) || !utf8_valid((const unsigned char *)p, end - p))) {
+            r = UNSUPPORTED;
+            break;
+        }
+        if (texts && ((r = buf_put(&tdata, p, end - p)) || (r = buf_i32(&toffs, tdata.len)))) break;
         p = ws(p, end);
         if (p >= end || *p != '{') { r = UNSUPPORTED; break; }
         root->n++;
         if ((r = parse_struct_fields(&cx, root, &p, end, root->n))) break;
         if (!lenient && ws(p, end) != end) r = UNSUPPORTED;
     }
-    if (r == NOMEM) { node_free(root); return PyErr_NoMemory(); }
-    if (r != OK) { node_free(root); Py_RETURN_NONE; }
-    PyObject *out = PyList_New(0);
-    if (!out || emit(root, out, 1)) { Py_XDECREF(out); node_free(root); return NULL; }
+    if (have_order) PyBuffer_Release(&ord);
+    PyObject *out = NULL;
+    if (r == NOMEM) {
+        PyErr_NoMemory();
+    } else if (r != OK) {
+        Py_INCREF(Py_None);
+        out = Py_None;
+    } else {
+        out = PyList_New(0);
+        if (out && emit(root, out, 1)) Py_CLEAR(out);
+        if (out && texts) {
+            PyObject *t = Py_BuildValue("(nNN)", root->n, bytes_of(&toffs), bytes_of(&tdata));
+            if (!t || PyList_Append(out, t)) Py_CLEAR(out);
+            Py_XDECREF(t);
+        }
+    }
+    PyMem_RawFree(toffs.p);
+    PyMem_RawFree(tdata.p);
     node_free(root);
     return out;
 }
@@ -911,7 +1039,8 @@ error:
 }
 
 static PyMethodDef methods[] = {
-    {"decode", decode, METH_VARARGS, "decode(records, spec, canon, lenient=False) -> column buffers, or None"},
+    {"decode", (PyCFunction)(void (*)(void))decode, METH_VARARGS | METH_KEYWORDS,
+     "decode(records, spec, canon, *, lenient, check, max_bytes, order, texts) -> column buffers, or None"},
     {"split", split, METH_O, "split(log file JSON) -> list of record bytes, or None"},
     {NULL, NULL, 0, NULL},
 };
@@ -920,5 +1049,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_recordscan", NULL, 
 
 PyMODINIT_FUNC PyInit__recordscan(void) {
     init_tables();
+    if (PyType_Ready(&BlockType) < 0) return NULL;
     return PyModule_Create(&module);
 }

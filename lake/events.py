@@ -400,15 +400,12 @@ def convert_raw(raws: list, *, size_mode: str = limits.STANDARD, location: str =
         raws = [compact_json(bytes(r)) for r in raws]
     if not raws:
         return convert([], size_mode=size_mode, location=location, field_caps=False)
+    if scanner and recordscan.available():
+        scanned = _convert_scanned(raws, location, max_bytes)
+        if scanned is not None:
+            return scanned
     if max(map(len, raws)) > max_bytes:
         return convert(raws, size_mode=size_mode, location=location, field_caps=False)
-    if scanner and recordscan.available():
-        try:
-            scanned = _convert_scanned(raws, location)
-            if scanned is not None:
-                return scanned
-        except pa.ArrowInvalid:  # invalid UTF-8: `convert` rejects those records and keeps the rest
-            return convert(raws, size_mode=size_mode, location=location, field_caps=False)
     try:
         _string_array(raws)
     except pa.ArrowInvalid:
@@ -522,14 +519,14 @@ def _segment_order(account: pa.Array, times: pa.Array) -> np.ndarray:
     return order.to_numpy()
 
 
-def _convert_scanned(raws: list[bytes], location: str) -> Converted | None:
-    """`convert_raw` through the C scanner; None when it declines the batch.
+def _convert_scanned(raws: list[bytes], location: str, max_bytes: int) -> Converted | None:
+    """`convert_raw` through the C scanner; None when it declines the batch (a record over `max_bytes` or
+    not valid UTF-8 included: the Python path rejects those one by one).
 
-    Rows are put in segment order before the full scan: a first scan reads only eventTime and the account,
-    the texts are permuted (cheap: a list of references) and scanned again in full, which costs less than
-    permuting ~50 finished columns with Arrow's take."""
-    eventjson = _string_array(raws)  # invalid UTF-8 raises here, before the scanner's strings reach polars
-    keys = recordscan.scan(raws, recordscan.KEY_SPEC, lenient=True)
+    Rows are put in segment order before the full scan: a first, lenient scan reads only eventTime and the
+    account, and the full scan then reads the records in that order (and copies their texts for
+    `eventjson`), which costs less than permuting ~50 finished columns with Arrow's take."""
+    keys = recordscan.scan(raws, recordscan.KEY_SPEC, lenient=True, check=True, max_bytes=max_bytes)
     if keys is None:
         return None
     times = keys["eventTime"]
@@ -549,12 +546,7 @@ def _convert_scanned(raws: list[bytes], location: str) -> Converted | None:
     if not in_order:
         idx = idx[order]
         times = times.take(order)
-    if in_order and not rejects:
-        rows = raws
-    else:
-        rows = [raws[i] for i in idx.tolist()]
-        eventjson = eventjson.take(idx)
-    c = recordscan.scan(rows)
+    c = recordscan.scan(raws, order=None if in_order and not rejects else idx, texts=True)
     if c is None:
         return None
     cols: dict[str, Any] = {}
@@ -571,7 +563,7 @@ def _convert_scanned(raws: list[bytes], location: str) -> Converted | None:
     cols["resources"] = _resources(c["resources"])
     for col, path in schema.FLAT_FIELDS.items():
         cols[col] = _struct_leaf(uid, path, schema.USERIDENTITY_FIELDS)
-    cols["eventjson"] = eventjson
+    cols["eventjson"] = c[recordscan.TEXT]
     cols["eventtime"] = times
     table = pa.table([cols[f.name] for f in schema.EVENT_SCHEMA], schema=schema.EVENT_SCHEMA)
     return Converted(table, rejects, idx.tolist(), 0)

@@ -140,6 +140,23 @@ def _split_python(data: bytes, name: str) -> list[bytes]:
     return [r if isinstance(r, (bytes, bytearray)) else orjson.dumps(r) for r in recs]
 
 
+def _worker_init() -> None:
+    """Keep a worker's freed memory for reuse (glibc only). A chunk allocates tens of MB of column buffers;
+    by default glibc returns each to the kernel and the next chunk faults fresh pages in, which cost ~1 us
+    per event (measured: the C scan of a 13k-event chunk 2.7 -> 1.5 us per event)."""
+    import gc
+
+    gc.freeze()  # the modules loaded so far are never garbage: collections stop walking them
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: allocations below 32 MB come from the heap
+    mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD: up to 512 MB of free heap is kept
+
+
 def _process_chunk(task: dict) -> dict:
     """Read, decode, convert and write one chunk of log objects; return entries, keys and accounting."""
     storage = Storage(task["lake_uri"], task["storage_options"])
@@ -364,7 +381,10 @@ class Importer:
         self._save("IN_PROGRESS")
         pool = None
         if self.workers > 1 and len(chunks) > 1:  # one chunk is faster inline than spawning workers
-            pool = ProcessPoolExecutor(max_workers=min(self.workers, len(chunks)), mp_context=get_context("spawn"))
+            # Worker processes use one core each: OpenBLAS's idle threads (numpy loads it) only spin.
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+            pool = ProcessPoolExecutor(max_workers=min(self.workers, len(chunks)), mp_context=get_context("spawn"),
+                                       initializer=_worker_init)
         try:
             return self._run(t0, pool, md, chunks)
         finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -66,26 +67,40 @@ def available() -> bool:
     return _recordscan is not None
 
 
-def scan(raws: list[bytes], spec: tuple = SPEC, *, lenient: bool = False) -> dict[str, pa.Array] | None:
+TEXT = ":record"  # the key of the records' own texts in `scan(..., texts=True)`
+
+
+def scan(raws: list[bytes], spec: tuple = SPEC, *, lenient: bool = False, check: bool = False,
+         max_bytes: int = -1, order: np.ndarray | None = None, texts: bool = False) -> dict[str, pa.Array] | None:
     """Top-level columns of `raws` (compact JSON texts of single records, valid UTF-8: the caller checks,
     since Arrow and polars assume it), or None for the Python path.
     Time fields come as timestamps, null where missing or unparseable; a top-level one's received text is
     under `<key>:text` too (for reject messages). `lenient`: skip the fields the spec does not name without
     checking them, and stop reading a record once every named field was found (the key scan: what it keeps
-    is checked by the full scan)."""
+    is checked by the full scan). `check`: None when a record is not valid UTF-8 or is longer than
+    `max_bytes` (without it, the caller vouches for both). `order`: int64 positions of the records to read,
+    in that order. `texts`: also the records' texts as read, under `TEXT`."""
     if _recordscan is None:
         return None
-    out = _recordscan.decode(raws, spec, canonical_text, lenient)
+    out = _recordscan.decode(raws, spec, canonical_text, lenient=lenient, check=check, max_bytes=max_bytes,
+                             order=None if order is None else np.ascontiguousarray(order, dtype=np.int64),
+                             texts=texts)
     if out is None:
         return None
+    text = None
+    if texts:
+        n, offsets, data = out.pop()
+        text = pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     parts = iter(out)
     next(parts)  # the root: one slot per record
     columns: dict[str, pa.Array] = {}
     for key, node in spec[1]:
-        texts: list = []
-        columns[key.decode()] = _array(node, parts, texts)
-        if texts:
-            columns[f"{key.decode()}:text"] = texts[0]
+        found: list = []
+        columns[key.decode()] = _array(node, parts, found)
+        if found:
+            columns[f"{key.decode()}:text"] = found[0]
+    if text is not None:
+        columns[TEXT] = text
     return columns
 
 
@@ -114,7 +129,7 @@ def _array(node: tuple, parts: Iterator[tuple], texts: list | None = None) -> pa
         return pa.Array.from_buffers(pa.bool_(), n, [valid, _buf(got[2])])
     if kind == MAP:
         offsets, koffs, kdata, vvalid, voffs, vdata = got[2:]
-        nent = len(koffs) // 4 - 1
+        nent = memoryview(koffs).nbytes // 4 - 1
         keys = pa.Array.from_buffers(pa.string(), nent, [None, _buf(koffs), _buf(kdata)])
         values = pa.Array.from_buffers(pa.string(), nent, [_buf(vvalid), _buf(voffs), _buf(vdata)])
         entries = pa.StructArray.from_arrays([keys, values], fields=_ENTRY_FIELDS)

@@ -85,7 +85,9 @@ def _iso(ts) -> str:
 # raw JSON are useless for pruning.
 _UNIQUE = {"eventjson", "eventid", "requestid", "sharedeventid"}
 _DICTIONARY_COLUMNS = [f.name for f in EVENT_SCHEMA if f.name not in _UNIQUE]
-_STATS_COLUMNS = [f.name for f in EVENT_SCHEMA if f.name != "eventjson"]
+# Statistics for top-level scalar columns only: engines filter on those; nested and map leaves' statistics
+# are never used for skipping and cost ~3% of a segment write.
+_STATS_COLUMNS = [f.name for f in EVENT_SCHEMA if f.name != "eventjson" and not pa.types.is_nested(f.type)]
 
 
 def encode(table: pa.Table, compression_level: int | None = None) -> bytes:
