@@ -59,7 +59,10 @@ def run_lake(source: str, workdir: str, workers: int | None) -> dict:
         raise SystemExit(f"lake import failed: {err.strip().splitlines()[-1] if err.strip() else proc.returncode}")
     stats = json.loads(out)["ImportStatistics"]
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(lake_dir) for f in fs)
-    return {"engine": "lake import", "events": stats["EventsCompleted"], "seconds": round(elapsed, 2),
+    from lake import recordscan
+
+    engine = "lake import" + ("" if recordscan.available() else " (pure Python: C record scanner not built)")
+    return {"engine": engine, "events": stats["EventsCompleted"], "seconds": round(elapsed, 2),
             "events_per_s": round(stats["EventsCompleted"] / elapsed), "peak_rss_mb": round(peak[0] / 2**20),
             "output_mb": round(size / 2**20, 1)}
 
