@@ -22,14 +22,23 @@ import time
 
 
 def _tree_rss(pid: int) -> int:
-    """Resident bytes of a process and its children (Linux /proc)."""
-    total = 0
-    try:
-        out = subprocess.run(["ps", "-o", "rss=", "--ppid", str(pid), "-p", str(pid)], capture_output=True,
-                             text=True).stdout
-        total = sum(int(x) for x in out.split()) * 1024
-    except (OSError, ValueError):
-        pass
+    """Resident bytes of a process and its descendants, read from /proc (Linux). Reading the files directly
+    matters: sampling with a `ps` subprocess every 0.2 s took a few percent of the 2 cores being measured."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total, stack, seen = 0, [pid], set()
+    while stack:
+        p = stack.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * page
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    stack.extend(int(x) for x in f.read().split())
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended between two reads
     return total
 
 
