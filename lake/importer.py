@@ -151,7 +151,7 @@ def _worker_init() -> None:
         import ctypes
 
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS has no mallopt; Windows no CDLL(None))
         return
     mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: allocations below 32 MB come from the heap
     mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD: up to 512 MB of free heap is kept
