@@ -390,7 +390,8 @@ def convert_raw(raws: list, *, size_mode: str = limits.STANDARD, location: str =
     `eventjson` is the received text itself. Every column comes from one pass of the C record scanner
     (lake/recordscan.py) when it is built and accepts the batch (`scanner=False` skips it, for differential
     tests); otherwise the fixed columns are parsed by Arrow's C++ JSON reader and the free-form objects by
-    msgspec, so no Python dict is built per record; this is ~4x faster than `convert`. Records over the size limit, and batches the fast reader refuses (unexpected value types,
+    msgspec, so no Python dict is built per record; this is ~4x faster than `convert`. Records over the size
+    limit, and batches the fast reader refuses (unexpected value types,
     invalid JSON), go through `convert`, which handles them one by one. Field caps never apply here: this is
     the import path for events CloudTrail already delivered. `compacted`: the texts went through
     `compact_json` already (the importer's `split_raw` does that).
