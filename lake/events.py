@@ -57,9 +57,8 @@ def _camel_type(spec) -> pa.DataType:
 
 
 _UID_CAMEL = _camel_type(schema.USERIDENTITY_FIELDS)
-_TLS_SPEC = [(k, c, None) for k, c in schema.TLS_FIELDS]
-_RES_SPEC = [(k, c, None) for k, c in schema.RESOURCE_FIELDS]
-_RES_READ_SPEC = _RES_SPEC + [(schema.RESOURCE_ARN_ALIAS, "arn_alias", None)]
+_TLS_SPEC = schema.TLS_SPEC
+_RES_READ_SPEC = schema.RESOURCE_READ_SPEC
 _TLS_CAMEL = _camel_type(_TLS_SPEC)
 _RES_CAMEL = pa.list_(_camel_type(_RES_READ_SPEC))
 
@@ -408,7 +407,7 @@ def convert_raw(raws: list, *, size_mode: str = limits.STANDARD, location: str =
     if max(map(len, raws)) > max_bytes:
         return convert(raws, size_mode=size_mode, location=location, field_caps=False)
     try:
-        _string_array(raws)
+        received = _string_array(raws)  # invalid UTF-8 raises here, before any record is judged
     except pa.ArrowInvalid:
         return convert(raws, size_mode=size_mode, location=location, field_caps=False)
     try:
@@ -487,7 +486,7 @@ def convert_raw(raws: list, *, size_mode: str = limits.STANDARD, location: str =
     cols["resources"] = _resources(tb.column("resources").chunk(0) if tb.num_rows else pa.array([], _RES_CAMEL))
     for col, path in schema.FLAT_FIELDS.items():
         cols[col] = _struct_leaf(uid, path, schema.USERIDENTITY_FIELDS)
-    cols["eventjson"] = _string_array(raws)
+    cols["eventjson"] = received if idx == list(range(len(received))) else received.take(pa.array(idx, type=pa.int64()))
     cols["eventtime"] = times.to_arrow().cast(schema.TIMESTAMP)
     table = pa.table([cols[f.name] for f in schema.EVENT_SCHEMA], schema=schema.EVENT_SCHEMA)
     return Converted(table, rejects, idx, 0)

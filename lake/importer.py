@@ -110,15 +110,12 @@ def split_raw(data: bytes, name: str) -> list[bytes]:
         except zipfile.BadZipFile as e:
             raise TrailFileError(f"{name}: zip archive is damaged ({e})") from None
     data = decode_bytes(data, name)
-    if data.lstrip()[:1] == b"{":
-        recs = recordscan.split(data)
-        if recs is not None:
-            return recs
-    return [compact_json(r) for r in _split_python(data, name)]
+    recs = recordscan.split(data)
+    return recs if recs is not None else [compact_json(r) for r in _split_python(data, name)]
 
 
 def _split_python(data: bytes, name: str) -> list[bytes]:
-    from .trailfiles import TrailFileError, decode
+    from .trailfiles import decode
 
     head = data.lstrip()[:1]
     try:
@@ -133,11 +130,7 @@ def _split_python(data: bytes, name: str) -> list[bytes]:
             return [bytes(r) for r in _ARRAY.decode(data)]
     except msgspec.DecodeError:
         pass
-    try:
-        recs = decode(data, name)
-    except TrailFileError:
-        raise
-    return [r if isinstance(r, (bytes, bytearray)) else orjson.dumps(r) for r in recs]
+    return [r if isinstance(r, (bytes, bytearray)) else orjson.dumps(r) for r in decode(data, name)]
 
 
 def _worker_init() -> None:

@@ -37,9 +37,6 @@ def _node(spec) -> tuple:
     return (STRUCT, tuple((key.encode(), _node(sub)) for key, _, sub in spec))
 
 
-TLS_SPEC = [(k, c, None) for k, c in schema.TLS_FIELDS]
-RESOURCE_SPEC = [(k, c, None) for k, c in schema.RESOURCE_FIELDS] + [(schema.RESOURCE_ARN_ALIAS, "", None)]
-
 # What segment order needs: read first, so rows can be sorted before the full scan instead of after it.
 KEY_SPEC = (STRUCT, ((b"eventTime", (TIME, ())), (b"recipientAccountId", (STRING, ()))))
 
@@ -48,8 +45,8 @@ SPEC = (STRUCT, (
     *[(key.encode(), (BOOL, ())) for key in schema.BOOL_FIELDS],
     *[(key.encode(), (MAP, ())) for key in schema.FREEFORM_FIELDS],
     (b"userIdentity", _node(schema.USERIDENTITY_FIELDS)),
-    (b"tlsDetails", _node(TLS_SPEC)),
-    (b"resources", (LIST, ((b"", _node(RESOURCE_SPEC)),))),
+    (b"tlsDetails", _node(schema.TLS_SPEC)),
+    (b"resources", (LIST, ((b"", _node(schema.RESOURCE_READ_SPEC)),))),
 ))
 
 _ENTRY_FIELDS = [pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())]

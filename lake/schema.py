@@ -69,6 +69,9 @@ TLS_FIELDS = [("tlsVersion", "tlsversion"), ("cipherSuite", "ciphersuite"),
 RESOURCE_FIELDS = [("accountId", "accountid"), ("type", "type"), ("ARN", "arn"), ("ARNPrefix", "arnprefix")]
 # Some exporters write a resource's ARN as "arn": it fills a missing or null "ARN".
 RESOURCE_ARN_ALIAS = "arn"
+# The same as nested specs (see USERIDENTITY_FIELDS), for the converters; resources are read with the alias.
+TLS_SPEC: list = [(k, c, None) for k, c in TLS_FIELDS]
+RESOURCE_READ_SPEC: list = [(k, c, None) for k, c in RESOURCE_FIELDS] + [(RESOURCE_ARN_ALIAS, "arn_alias", None)]
 
 
 def _nested_type(spec) -> pa.DataType:

@@ -433,17 +433,21 @@ class Store:
         batch's key hashes are looked up in each segment's cached sorted hashes, and only the rare keys whose
         hash is found are compared exactly."""
         h = _key_hashes(keys)
+        live = keys.is_not_null().to_numpy()
         candidate = np.zeros(len(h), dtype=bool)
+        hit_paths = []
         for x in paths:
             stored = HASH_CACHE.get(self._cache_key(x), lambda x=x: np.sort(_key_hashes(self._keys(x).drop_nulls())))
             if len(stored):
                 pos = np.minimum(np.searchsorted(stored, h), len(stored) - 1)
-                candidate |= stored[pos] == h
-        candidate &= keys.is_not_null().to_numpy()
-        if not candidate.any():
+                hit = (stored[pos] == h) & live
+                if hit.any():
+                    candidate |= hit
+                    hit_paths.append(x)
+        if not hit_paths:
             return pl.Series("k", np.zeros(len(h), dtype=bool))
         wanted = keys.filter(pl.Series(candidate))
-        existing = pl.concat([self._keys(x) for x in paths])
+        existing = pl.concat([self._keys(x) for x in hit_paths])
         found = existing.filter(existing.is_in(wanted.implode()).fill_null(False))
         return keys.is_in(found.implode()).fill_null(False)
 

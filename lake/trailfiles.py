@@ -36,12 +36,7 @@ def decode(data: bytes, name: str = "") -> list[Any]:
                 return out
         except zipfile.BadZipFile as e:
             raise TrailFileError(f"{name}: zip archive is damaged ({e})") from None
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise TrailFileError(f"{name}: gzip data is damaged ({e})") from None
-    text = data.strip()
+    text = decode_bytes(data, name).strip()
     if not text:
         return []
     try:

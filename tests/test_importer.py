@@ -773,3 +773,33 @@ def test_files_that_are_not_events_are_skipped_not_failed(tmp_path):
     assert rep.ImportStatus == "COMPLETED"
     assert rep.ImportStatistics.NonEventFilesSkipped == 1 and rep.ImportStatistics.FailedEntries == 0
     assert rep.ImportStatistics.EventsCompleted == 50
+
+
+def test_chunks_hold_account_days_of_every_region(tmp_path):
+    """Objects are chunked by (account, delivery day), not key order (which walks one region's days before
+    the next region's): one account-day of both regions becomes one segment instead of one per region."""
+    from lake.datagen import generate_dataset
+
+    src = tmp_path / "logs"
+    generate_dataset(str(src), events=1500, days=2, accounts=1, regions=2, seed=3)
+    lk = Lake(str(tmp_path / "lake"))
+    day_bytes = sum(p.stat().st_size for p in src.rglob("*.json.gz")) * 5 // 2  # ~one account-day of JSON
+    imp = Importer(new_store(lk, "days"), [str(src)], workers=1, chunk_bytes=day_bytes)
+    chunks = imp._plan()
+    assert len(chunks) >= 2
+    order = [(o.account, o.day) for chunk in chunks for o in chunk]
+    assert order == sorted(order)  # key order would give region 1's days, then region 2's
+    assert len({o.region for o in chunks[0]}) == 2  # the first chunk already holds both regions' files
+
+
+def test_gzip_members_and_damage(tmp_path):
+    """One complete member takes the fast gunzip; several members and damaged data behave as gzip's."""
+    import gzip as gz
+
+    from lake.trailfiles import TrailFileError, decode_bytes, gunzip
+
+    a, b = b'{"Records":[{"a":1}]}', b'{"b":2}'
+    assert gunzip(gz.compress(a)) == a
+    assert gunzip(gz.compress(a) + gz.compress(b)) == a + b
+    with pytest.raises(TrailFileError, match="gzip data is damaged"):
+        decode_bytes(gz.compress(a)[:-6], "f.json.gz")
