@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 import polars as pl
 
-from . import limits, recordscan, schema
+from . import limits, recordscan, schema, segments
 from .timeparse import parse_timestamps, timestamp_expr
 
 
@@ -512,36 +512,37 @@ def _time_rejects(times: pa.Array, texts: pa.Array, location: str) -> list[Rejec
             for i, t in zip(bad, values)]
 
 
-def _segment_order(account: pa.Array, times: pa.Array) -> np.ndarray:
-    """Row order (account, date, eventtime), in which segments are written."""
-    order = pc.sort_indices(pa.table({"a": pc.fill_null(account, ""), "d": times.cast(pa.date32()), "t": times}),
-                            sort_keys=[("a", "ascending"), ("d", "ascending"), ("t", "ascending")])
-    return order.to_numpy()
+def _segment_order(keys: dict[str, pa.Array], good: pa.Array | None) -> np.ndarray:
+    """Row order of the segments (segments.row_order) from the lenient key scan, over the rows in `good`."""
+    cols = {k: keys[k] if good is None else keys[k].filter(good) for k in
+            ("eventTime", "recipientAccountId", "eventSource", "eventName", "awsRegion")}
+    account = pc.fill_null(cols["recipientAccountId"], segments.NO_ACCOUNT)
+    account = pc.if_else(pc.equal(account, ""), segments.NO_ACCOUNT, account)
+    return segments.row_order(account, cols["eventTime"], {"eventsource": cols["eventSource"],
+                                                          "eventname": cols["eventName"],
+                                                          "awsregion": cols["awsRegion"]})
 
 
 def _convert_scanned(raws: list[bytes], location: str, max_bytes: int) -> Converted | None:
     """`convert_raw` through the C scanner; None when it declines the batch (a record over `max_bytes` or
     not valid UTF-8 included: the Python path rejects those one by one).
 
-    Rows are put in segment order before the full scan: a first, lenient scan reads only eventTime and the
-    account, and the full scan then reads the records in that order (and copies their texts for
+    Rows are put in segment order before the full scan: a first, lenient scan reads only the columns of
+    that order (segments.row_order), and the full scan then reads the records in that order (and copies their texts for
     `eventjson`), which costs less than permuting ~50 finished columns with Arrow's take."""
     keys = recordscan.scan(raws, recordscan.KEY_SPEC, lenient=True, check=True, max_bytes=max_bytes)
     if keys is None:
         return None
     times = keys["eventTime"]
     rejects = _time_rejects(times, keys["eventTime:text"], location) if times.null_count else []
-    if rejects and recordscan.scan([raws[r.index] for r in rejects], recordscan.KEY_SPEC) is None:
+    if rejects and recordscan.scan([raws[r.index] for r in rejects], recordscan.TIME_SPEC) is None:
         return None  # a rejected record that is not valid JSON: the Python path says so
     idx = np.arange(len(raws))
-    if rejects:
-        good = times.is_valid()
+    good = times.is_valid() if rejects else None
+    if good is not None:
         idx = idx[good.to_numpy(zero_copy_only=False)]
         times = times.filter(good)
-        account = keys["recipientAccountId"].filter(good)
-    else:
-        account = keys["recipientAccountId"]
-    order = _segment_order(account, times)
+    order = _segment_order(keys, good)
     in_order = np.array_equal(order, np.arange(len(order)))
     if not in_order:
         idx = idx[order]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -268,6 +269,15 @@ def imported_objects(store: Store) -> set[str]:
     return done
 
 
+_DELIVERY_TIME = re.compile(r"_(\d{8}T\d{4})Z_[^/]*$")
+
+
+def _delivery_time(key: str) -> str:
+    """`YYYYMMDDTHHMM` from a trail log file name (`..._CloudTrail_<region>_<time>Z_<id>.json.gz`), or ""."""
+    m = _DELIVERY_TIME.search(key)
+    return m[1] if m else ""
+
+
 class Importer:
     """One import run into one store. `run()` returns the report; progress goes to `progress(stats)`."""
 
@@ -346,10 +356,12 @@ class Importer:
             p = o.key.rsplit("/", 1)[0] if "/" in o.key else ""
             self._prefix_files[p] = self._prefix_files.get(p, 0) + 1
         self.stats.PrefixesCompleted = len(prefixes) - len(self._prefix_files)
-        # Chunks follow (account, day) rather than key order, which walks one region's days before the next
-        # region's: a chunk then holds one account-day of every region and becomes one segment, instead of a
-        # thin segment per region and day (small segments cost ~3 ms each to write, and slow queries).
-        todo.sort(key=lambda o: (o.account or "", o.day or date.min, o.key))
+        # Chunks follow (account, day, kind, delivery time) rather than key order, which walks one region's
+        # days before the next region's: a chunk then holds a span of hours of one account-day and kind in
+        # every region and becomes one segment, so an hour of events is in one or two segments per account and
+        # kind (not one per region), and there is no thin segment per region and day (small segments cost
+        # ~3 ms each to write, and slow queries).
+        todo.sort(key=lambda o: (o.account or "", o.day or date.min, o.kind, _delivery_time(o.key), o.key))
         chunks, cur, size = [], [], 0
         for obj in todo:
             est = obj.size * (GZIP_RATIO if obj.key.endswith(".gz") else 1)

@@ -241,12 +241,7 @@ class Planner:
                                    result.rows_considered - result.rows_skipped, result.rows_skipped,
                                    b.describe()))
         paths = result.segments.column("path").to_pylist()
-        if paths:
-            files = [store.lake.storage.scan_target(f"{store.prefix}/{p}") for p in paths]
-            lf = pl.scan_parquet(files, storage_options=store.lake.storage.polars_storage_options(),
-                                 hive_partitioning=False)
-        else:
-            lf = _EMPTY_EVENTS.lazy()
+        lf = store.scan_files([store.lake.storage.scan_target(f"{store.prefix}/{p}") for p in paths])
         prefix = f"{alias}."
         lf = lf.select([_scan_column(c).alias(prefix + c) for c in _SCAN_COLUMNS])
         schema = dict(_SCAN_SCHEMA)

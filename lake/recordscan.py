@@ -38,7 +38,11 @@ def _node(spec) -> tuple:
 
 
 # What segment order needs: read first, so rows can be sorted before the full scan instead of after it.
-KEY_SPEC = (STRUCT, ((b"eventTime", (TIME, ())), (b"recipientAccountId", (STRING, ()))))
+# Enough to tell whether a record is valid JSON (a record whose eventTime is rejected is reported only if so).
+TIME_SPEC = (STRUCT, ((b"eventTime", (TIME, ())), (b"recipientAccountId", (STRING, ()))))
+# What the first, lenient scan of a batch reads: the columns of the segment order (segments.row_order).
+KEY_SPEC = (STRUCT, ((b"eventTime", (TIME, ())), (b"recipientAccountId", (STRING, ())), (b"eventSource", (STRING, ())),
+                     (b"eventName", (STRING, ())), (b"awsRegion", (STRING, ()))))
 
 SPEC = (STRUCT, (
     *[(key.encode(), (STRING, ())) for key in schema.STRING_FIELDS],
@@ -152,4 +156,4 @@ def _times(text: pa.Array, parsed: pa.Array) -> pa.Array:
     return pc.coalesce(parsed, rest.cast(schema.TIMESTAMP))
 
 
-__all__ = ["scan", "split", "available", "canonical_text", "SPEC", "KEY_SPEC"]
+__all__ = ["scan", "split", "available", "canonical_text", "SPEC", "KEY_SPEC", "TIME_SPEC"]

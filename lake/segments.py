@@ -11,6 +11,7 @@ import hashlib
 import io
 from datetime import datetime, timezone
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -24,6 +25,13 @@ MAX_VALUE_SET = 64
 NO_ACCOUNT = "__none__"
 
 
+# Within a row group rows are ordered by these columns: records of one API call of one service sit
+# together, which makes every column (eventjson most) compress ~35% smaller and encode ~25% faster than
+# plain eventtime order (measured on 10 M generated events, docs/performance.md). Row groups themselves are
+# cut from the partition's rows in eventtime order, so each still covers a narrow span of time for pruning.
+ROW_KEYS = ("eventsource", "eventname", "awsregion", "eventtime")
+
+
 def partition_columns(table: pa.Table) -> tuple[pa.Array, pa.Array]:
     """(account, date) per row: recipientAccountId (or `__none__`) and the UTC date of eventtime."""
     account = pc.fill_null(table.column("recipientaccountid"), NO_ACCOUNT)
@@ -32,15 +40,38 @@ def partition_columns(table: pa.Table) -> tuple[pa.Array, pa.Array]:
     return account.combine_chunks(), date.combine_chunks()
 
 
+def row_order(account: pa.Array, times: pa.Array, keys: dict[str, pa.Array]) -> np.ndarray:
+    """The permutation that puts rows in segment order: by partition (account, UTC date); within one, by
+    row group (the k-th ROW_GROUP_ROWS rows in eventtime order); within one, by ROW_KEYS (`keys` holds the
+    arrays of the ROW_KEYS other than eventtime). `account` must already map "no account" to one value."""
+    date = times.cast(pa.date32())
+    part = [("a", account), ("d", date)]
+    cols = dict(part)
+    if len(times) > ROW_GROUP_ROWS:
+        by_time = pc.sort_indices(pa.table({**cols, "t": times}),
+                                  sort_keys=[("a", "ascending"), ("d", "ascending"), ("t", "ascending")]).to_numpy()
+        a, d = account.take(by_time), date.take(by_time)
+        new = np.ones(len(by_time), dtype=bool)
+        new[1:] = ~(pc.and_(pc.equal(a[1:], a[:-1]).fill_null(False),
+                            pc.equal(d[1:], d[:-1]).fill_null(False)).to_numpy(zero_copy_only=False))
+        starts = np.flatnonzero(new)
+        pos = np.arange(len(by_time)) - np.repeat(starts, np.diff(np.append(starts, len(by_time))))
+        group = np.empty(len(by_time), dtype=np.int64)
+        group[by_time] = pos // ROW_GROUP_ROWS
+        cols["g"] = pa.array(group)
+    for k in ROW_KEYS:
+        cols[k] = times if k == "eventtime" else keys[k]
+    return pc.sort_indices(pa.table(cols), sort_keys=[(k, "ascending") for k in cols]).to_numpy()
+
+
 def split_partitions(table: pa.Table) -> list[tuple[str, str, pa.Table]]:
-    """Split rows into (account, date, rows sorted by eventtime) groups."""
+    """Split rows into (account, date, rows in segment order) groups (see `row_order`)."""
     if table.num_rows == 0:
         return []
     account, date = partition_columns(table)
+    order = _table_order(table, account)
     keyed = table.append_column("__a", account).append_column("__d", date)
-    order = pc.sort_indices(keyed, sort_keys=[("__a", "ascending"), ("__d", "ascending"),
-                                              ("eventtime", "ascending")])
-    if not _is_identity(order):  # input that is already in order (e.g. from convert_raw) skips the copy
+    if not _is_identity(order):  # rows already in order (from convert_raw): no copy
         keyed = keyed.take(order)
     a = keyed.column("__a").to_pylist()
     d = keyed.column("__d").to_pylist()
@@ -53,11 +84,18 @@ def split_partitions(table: pa.Table) -> list[tuple[str, str, pa.Table]]:
     return out
 
 
-def _is_identity(order: pa.Array) -> bool:
-    import numpy as np
+def _table_order(table: pa.Table, account: pa.Array) -> np.ndarray:
+    return row_order(account, table.column("eventtime").combine_chunks(),
+                     {k: table.column(k).combine_chunks() for k in ROW_KEYS if k != "eventtime"})
 
-    idx = order.to_numpy()
-    return bool(np.array_equal(idx, np.arange(len(idx), dtype=idx.dtype)))
+
+def _is_identity(order: np.ndarray) -> bool:
+    return bool(np.array_equal(order, np.arange(len(order))))
+
+
+def in_segment_order(table: pa.Table) -> bool:
+    """Whether a table's rows are in segment order (`row_order`): what every written segment holds."""
+    return _is_identity(_table_order(table, partition_columns(table)[0]))
 
 
 def segment_path(account: str, date: str, name: str) -> str:

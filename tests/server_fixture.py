@@ -208,13 +208,13 @@ def signed_request(server, principal: str | None, body: bytes | str | dict, *, t
 
 
 def audit_events(server) -> list[dict]:
-    """Every event in the audit store in the order the calls were made, as CloudTrail records (after flushing
-    the queue)."""
+    """Every event in the audit store by eventTime, as CloudTrail records (after flushing the queue). The
+    events of one second come in the order the store keeps them, not necessarily the order of the calls."""
     server.flush_audit()
     st = server.lake.store(AUDIT_STORE)
     table = st.to_arrow()
     recs = [json.loads(x) for x in table.column("eventjson").to_pylist()]
-    return sorted(recs, key=lambda r: r["eventTime"])  # stable: calls of one second stay in call order
+    return sorted(recs, key=lambda r: r["eventTime"])
 
 
 def utcnow() -> datetime:

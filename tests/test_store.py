@@ -677,6 +677,7 @@ def test_store_has_no_other_way_to_mutate_events(lk):
     assert public == {
         # reading
         "snapshot", "metadata", "name", "arn", "status", "describe", "expired_deletion", "files", "scan",
+        "scan_files",
         "to_arrow",
         # metadata lifecycle
         "update", "delete", "restore", "start_ingestion", "stop_ingestion",
