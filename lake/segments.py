@@ -45,8 +45,7 @@ def row_order(account: pa.Array, times: pa.Array, keys: dict[str, pa.Array]) -> 
     row group (the k-th ROW_GROUP_ROWS rows in eventtime order); within one, by ROW_KEYS (`keys` holds the
     arrays of the ROW_KEYS other than eventtime). `account` must already map "no account" to one value."""
     date = times.cast(pa.date32())
-    part = [("a", account), ("d", date)]
-    cols = dict(part)
+    cols = {"a": account, "d": date}
     if len(times) > ROW_GROUP_ROWS:
         by_time = pc.sort_indices(pa.table({**cols, "t": times}),
                                   sort_keys=[("a", "ascending"), ("d", "ascending"), ("t", "ascending")]).to_numpy()

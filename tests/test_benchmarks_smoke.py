@@ -76,7 +76,10 @@ def test_json_has_every_figure(smoke):
     st = saved["storage"]
     assert st["events"] == 3000 and st["segment_bytes"] > 0 and st["bytes_per_event"] > 0 and st["ratio"] > 0
     assert [o["segments"] for o in saved["store_open"]] == [1003] and saved["store_open"][0]["median_ms"] > 0
-    assert saved["scale"] == []
+    assert [p["events"] for p in saved["scale"]] == [1000, 3000]  # the sizes, timed in alternating rounds
+    for p in saved["scale"]:
+        assert [r["name"] for r in p["queries"]] == [q.name for q in QUERIES if q.scale]
+        assert all(r["match"] and r["lake_ms"] > 0 and r["duckdb_ms"] > 0 for r in p["queries"]), p
     assert saved["geomean"] > 0
     params = saved["params"]
     assert params["event_id"] and params["hour_start"] < params["hour_end"]
