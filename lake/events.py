@@ -528,8 +528,8 @@ def _convert_scanned(raws: list[bytes], location: str, max_bytes: int) -> Conver
     not valid UTF-8 included: the Python path rejects those one by one).
 
     Rows are put in segment order before the full scan: a first, lenient scan reads only the columns of
-    that order (segments.row_order), and the full scan then reads the records in that order (and copies their texts for
-    `eventjson`), which costs less than permuting ~50 finished columns with Arrow's take."""
+    that order (segments.row_order), and the full scan then reads the records in that order (and copies
+    their texts for `eventjson`), which costs less than permuting ~50 finished columns with Arrow's take."""
     keys = recordscan.scan(raws, recordscan.KEY_SPEC, lenient=True, check=True, max_bytes=max_bytes)
     if keys is None:
         return None

@@ -216,8 +216,8 @@ def _process_chunk(task: dict) -> dict:
     if parts:
         storage.create(f"{prefix}/_txn/{txn}.json",
                        orjson.dumps({"txn": txn, "created": now_iso(), "operation": "IMPORT"}), durable=False)
-    for n, (account, date, rows) in enumerate(parts):
-        entry = segments.write_segment(storage, prefix, rows, account, date, f"part-{txn}-{n:05d}.parquet",
+    for n, (account, day, rows) in enumerate(parts):
+        entry = segments.write_segment(storage, prefix, rows, account, day, f"part-{txn}-{n:05d}.parquet",
                                        compression_level=1)
         out.append({"entry": entry, "keys": keys_of(rows).to_arrow()})
     per_file: dict[int, int] = {}

@@ -37,12 +37,12 @@ def _node(spec) -> tuple:
     return (STRUCT, tuple((key.encode(), _node(sub)) for key, _, sub in spec))
 
 
-# What segment order needs: read first, so rows can be sorted before the full scan instead of after it.
+# What segment order needs (segments.row_order): read first, by a lenient scan, so that rows can be sorted
+# before the full scan instead of after it.
+KEY_SPEC = (STRUCT, ((b"eventTime", (TIME, ())), (b"recipientAccountId", (STRING, ())),
+                     (b"eventSource", (STRING, ())), (b"eventName", (STRING, ())), (b"awsRegion", (STRING, ()))))
 # Enough to tell whether a record is valid JSON (a record whose eventTime is rejected is reported only if so).
 TIME_SPEC = (STRUCT, ((b"eventTime", (TIME, ())), (b"recipientAccountId", (STRING, ()))))
-# What the first, lenient scan of a batch reads: the columns of the segment order (segments.row_order).
-KEY_SPEC = (STRUCT, ((b"eventTime", (TIME, ())), (b"recipientAccountId", (STRING, ())), (b"eventSource", (STRING, ())),
-                     (b"eventName", (STRING, ())), (b"awsRegion", (STRING, ()))))
 
 SPEC = (STRUCT, (
     *[(key.encode(), (STRING, ())) for key in schema.STRING_FIELDS],

@@ -1,4 +1,5 @@
-"""Segment row order: partitions, then row groups cut in eventtime order, then (source, name, region, time)."""
+"""Segments: the row order (partitions, then row groups cut in eventtime order, then (source, name, region,
+time)) and how scans read segments written with another schema."""
 
 from __future__ import annotations
 
@@ -71,3 +72,21 @@ def test_written_segments_are_in_segment_order_and_smaller_than_time_order():
 def _table(records: list[dict]) -> pa.Table:
     from lake import events
     return events.convert(records).table.cast(EVENT_SCHEMA)
+
+
+def test_scans_read_segments_of_an_older_or_newer_schema(tmp_path):
+    """Scans give polars the event schema instead of inferring it: a segment without a column (written
+    before it existed) reads it as NULL, and a column unknown to this version is ignored."""
+    import lake
+
+    table = _table(sample_records(20, seed=6, days=1, accounts=1))
+    old = table.drop_columns(["sessioncontext_mfaauthenticated"]).append_column("futurecolumn",
+                                                                             pa.array(["x"] * table.num_rows))
+    pq.write_table(old, tmp_path / "old.parquet")
+    pq.write_table(table, tmp_path / "new.parquet")
+    st = lake.connect(str(tmp_path / "lake")).create_store("schemas", retention_days=3653)
+    df = st.scan_files([str(tmp_path / "old.parquet"), str(tmp_path / "new.parquet")]).collect()
+    assert df.height == 2 * table.num_rows and "futurecolumn" not in df.columns
+    assert df["sessioncontext_mfaauthenticated"][:table.num_rows].null_count() == table.num_rows
+    assert df["sessioncontext_mfaauthenticated"][table.num_rows:].to_list() == \
+        table.column("sessioncontext_mfaauthenticated").to_pylist()
