@@ -110,8 +110,9 @@ def _works(exe: str) -> bool:
 
 @pytest.fixture(scope="session")
 def aws_cli() -> str:
-    """An `aws` executable (AWS CLI): PATH first, else a cached venv with `pip install awscli`; else skip."""
-    exe = shutil.which("aws")
+    """An `aws` executable (AWS CLI): $LAKE_AWS_CLI (e.g. an AWS CLI v2, which alone has `verify-query-results`),
+    else PATH, else a cached venv with `pip install awscli` (v1); else skip."""
+    exe = os.environ.get("LAKE_AWS_CLI") or shutil.which("aws")
     if exe and _works(exe):
         return exe
     venv = Path.home() / ".cache" / "lake-test-awscli"
