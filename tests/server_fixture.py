@@ -130,6 +130,18 @@ def aws_cli() -> str:
     return exe
 
 
+@pytest.fixture(scope="session")
+def aws_cli_v2() -> str:
+    """An AWS CLI v2 (`verify-query-results` exists only there): $LAKE_AWS_CLI or PATH if they are v2, else
+    one built once from Debian's package into a cached venv (tests/awscli_v2.py); else skip."""
+    from tests.awscli_v2 import Unavailable, find_or_build
+
+    try:
+        return find_or_build(Path.home() / ".cache" / "lake-test-awscli-v2")
+    except Unavailable as e:
+        pytest.skip(str(e))
+
+
 class AwsCliError(RuntimeError):
     def __init__(self, returncode: int, stderr: str):
         super().__init__(f"aws exited {returncode}: {stderr.strip()[-2000:]}")

@@ -293,7 +293,7 @@ def test_s3_bucket(tmp_path, s3_env, case):
 # ---- the real AWS CLI ------------------------------------------------------------------------------------
 
 try:
-    from tests.server_fixture import PRINCIPALS, ServerConfig, ServerThread, aws_cli  # noqa: F401
+    from tests.server_fixture import PRINCIPALS, ServerConfig, ServerThread, aws_cli, aws_cli_v2  # noqa: F401
     HAVE_SERVER = True
 except ImportError:  # the server is built separately
     HAVE_SERVER = False
@@ -459,26 +459,18 @@ def test_result_signer_hook(tmp_path):
     assert sign["region"] == REGION
 
 
-def _aws_has_verify_query_results(exe: str) -> bool:
-    proc = subprocess.run([exe, "cloudtrail", "verify-query-results", "help"], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "AWS_PAGER": "", "PAGER": "cat"})
-    return proc.returncode == 0
-
-
 @needs_server
 @pytest.mark.s3
-def test_aws_cli_verify_query_results(served, aws_cli, s3_env, tmp_path):
+def test_aws_cli_verify_query_results(served, aws_cli_v2, s3_env, tmp_path):
     """AWS CLI v2's `verify-query-results` (v1, what `pip install awscli` gives, does not have it): accepts a
     delivered result, rejects an altered result file; with ListPublicKeys from `lake serve`."""
-    if not _aws_has_verify_query_results(aws_cli):
-        pytest.skip("this AWS CLI has no `cloudtrail verify-query-results` (AWS CLI v2 only)")
     folder = _deliver_results(served.lake, tmp_path / "out")
-    proc = run_aws(aws_cli, served.url, s3_env, "cloudtrail", "verify-query-results", "--local-export-path",
+    proc = run_aws(aws_cli_v2, served.url, s3_env, "cloudtrail", "verify-query-results", "--local-export-path",
                    str(folder))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "Successfully validated sign and query result files\n"
     (folder / "result_1.csv.gz").write_bytes(gzip.compress(b"eventid\nforged\n"))
-    proc = run_aws(aws_cli, served.url, s3_env, "cloudtrail", "verify-query-results", "--local-export-path",
+    proc = run_aws(aws_cli_v2, served.url, s3_env, "cloudtrail", "verify-query-results", "--local-export-path",
                    str(folder))
     assert proc.returncode != 0 and "inconsistent hash value" in proc.stderr
 
