@@ -92,6 +92,12 @@ def _is_identity(order: np.ndarray) -> bool:
     return bool(np.array_equal(order, np.arange(len(order))))
 
 
+def ordered(table: pa.Table) -> pa.Table:
+    """The rows of a table in segment order (one partition, or several in partition order)."""
+    order = _table_order(table, partition_columns(table)[0])
+    return table if _is_identity(order) else table.take(order)
+
+
 def in_segment_order(table: pa.Table) -> bool:
     """Whether a table's rows are in segment order (`row_order`): what every written segment holds."""
     return _is_identity(_table_order(table, partition_columns(table)[0]))
@@ -140,7 +146,9 @@ def encode(table: pa.Table, compression_level: int | None = None) -> bytes:
 
 def write_segment(storage: Storage, store_prefix: str, table: pa.Table, account: str, date: str,
                   name: str, compression_level: int | None = None) -> dict:
-    """Write one partition's rows (already sorted) as a new segment; return its manifest entry."""
+    """Write one partition's rows as a new segment; return its manifest entry. The rows must be in segment
+    order: a subset of ordered rows is not always ordered (when the full set spanned more than one row group,
+    the groups' time boundaries move), so callers that drop rows pass them through `ordered` again."""
     data = encode(table, compression_level)
     path = segment_path(account, date, name)
     with storage.open_write(f"{store_prefix}/{path}") as f:

@@ -398,7 +398,7 @@ class Store:
                 if p.rows is None:
                     p.rows = segments.read_segment(storage, self.prefix, p.entry["path"])
                 keep = (~dup).to_arrow()
-                p.rows = p.rows.filter(keep)
+                p.rows = segments.ordered(p.rows.filter(keep))
                 p.keys = p.keys.filter(~dup)
                 if p.entry is not None:
                     storage.delete(f"{self.prefix}/{p.entry['path']}")  # never committed

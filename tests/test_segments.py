@@ -90,3 +90,37 @@ def test_scans_read_segments_of_an_older_or_newer_schema(tmp_path):
     assert df["sessioncontext_mfaauthenticated"][:table.num_rows].null_count() == table.num_rows
     assert df["sessioncontext_mfaauthenticated"][table.num_rows:].to_list() == \
         table.column("sessioncontext_mfaauthenticated").to_pylist()
+
+
+def test_a_subset_of_a_large_ordered_partition_is_put_back_in_order(tmp_path):
+    """Retention and dedupe rewrite a segment from a subset of its rows: when the rows spanned more than one
+    row group that subset is no longer in segment order (row-group time spans shift); `ordered` restores it,
+    and retention does so."""
+    import lake
+    from lake import maintenance
+
+    recs = sample_records(3_000, seed=7, days=1, accounts=1)
+    day = min(r["eventTime"] for r in recs)[:10]
+    recs = [r for r in recs if r["eventTime"].startswith(day)]
+    copies = [{**r, "eventID": f"{r['eventID']}-{i}"}  # one partition, more than one row group
+              for i in range(segments.ROW_GROUP_ROWS // len(recs) + 2) for r in recs]
+    big = segments.ordered(_table(copies))
+    assert big.num_rows > segments.ROW_GROUP_ROWS and segments.in_segment_order(big)
+    oldest = np.argsort(big.column("eventtime").to_numpy(zero_copy_only=False), kind="stable")[:5_000]
+    keep = np.ones(big.num_rows, dtype=bool)
+    keep[oldest] = False  # what retention removes: the oldest rows
+    subset = big.filter(pa.array(keep))
+    assert not segments.in_segment_order(subset)
+    again = segments.ordered(subset)
+    assert again.num_rows == subset.num_rows and segments.in_segment_order(again)
+    assert sorted(again.column("eventid").to_pylist()) == sorted(subset.column("eventid").to_pylist())
+
+    st = lake.connect(str(tmp_path / "lake")).create_store("big-partition", retention_days=7)
+    st.append(copies, source="import")
+    assert len(st.snapshot().entries()) == 1
+    cutoff = big.column("eventtime")[int(oldest[-1])].as_py()
+    rep = maintenance.retention(st, now=cutoff + timedelta(days=7, microseconds=1), dry_run=False)
+    assert rep["segments_rewritten"] == 1 and rep["events_removed"] >= 5_000
+    (entry,) = st.snapshot().entries()
+    kept = segments.read_segment(st.lake.storage, st.prefix, entry["path"])
+    assert kept.num_rows == big.num_rows - rep["events_removed"] and segments.in_segment_order(kept)
