@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import msgspec
 import numpy as np
@@ -444,16 +444,12 @@ def convert_raw(raws: list, *, size_mode: str = limits.STANDARD, location: str =
         raws = [r for r, k in zip(raws, keep) if k]
         free = [f for f, k in zip(free, keep) if k]
         idx = [i for i, k in zip(idx, keep) if k]
-    # Put rows in segment order (account, date, eventtime) now, while the wide columns are still Python
-    # lists: permuting a list is cheap, while taking rows of the finished table copies every column.
+    # Put rows in segment order (segments.row_order) now, while the wide columns are still Python lists:
+    # permuting a list is cheap, while taking rows of the finished table copies every column.
     if tb.num_rows > 1:
-        acct = pc.fill_null(tb.column("recipientAccountId"), "")
-        day = times.to_arrow().cast(pa.date32())
-        order = pc.sort_indices(pa.table({"a": acct, "d": day, "t": times.to_arrow()}),
-                                sort_keys=[("a", "ascending"), ("d", "ascending"), ("t", "ascending")])
-        o = order.to_numpy()
+        o = _row_order(lambda k: tb.column(k).combine_chunks(), times.to_arrow())
         if not np.array_equal(o, np.arange(len(o))):
-            tb = tb.take(order)
+            tb = tb.take(o)
             times = times.gather(o)
             ol = o.tolist()
             raws = [raws[i] for i in ol]
@@ -512,15 +508,14 @@ def _time_rejects(times: pa.Array, texts: pa.Array, location: str) -> list[Rejec
             for i, t in zip(bad, values)]
 
 
-def _segment_order(keys: dict[str, pa.Array], good: pa.Array | None) -> np.ndarray:
-    """Row order of the segments (segments.row_order) from the lenient key scan, over the rows in `good`."""
-    cols = {k: keys[k] if good is None else keys[k].filter(good) for k in
-            ("eventTime", "recipientAccountId", "eventSource", "eventName", "awsRegion")}
-    account = pc.fill_null(cols["recipientAccountId"], segments.NO_ACCOUNT)
-    account = pc.if_else(pc.equal(account, ""), segments.NO_ACCOUNT, account)
-    return segments.row_order(account, cols["eventTime"], {"eventsource": cols["eventSource"],
-                                                          "eventname": cols["eventName"],
-                                                          "awsregion": cols["awsRegion"]})
+# The top-level fields behind segments.ROW_KEYS other than eventtime, as (record key, column).
+_ROW_KEY_FIELDS = (("eventSource", "eventsource"), ("eventName", "eventname"), ("awsRegion", "awsregion"))
+
+
+def _row_order(field: Callable[[str], pa.Array], times: pa.Array) -> np.ndarray:
+    """segments.row_order of records whose top-level fields (by record key) `field` returns."""
+    return segments.row_order(segments.account_key(field("recipientAccountId")), times,
+                              {col: field(key) for key, col in _ROW_KEY_FIELDS})
 
 
 def _convert_scanned(raws: list[bytes], location: str, max_bytes: int) -> Converted | None:
@@ -542,7 +537,7 @@ def _convert_scanned(raws: list[bytes], location: str, max_bytes: int) -> Conver
     if good is not None:
         idx = idx[good.to_numpy(zero_copy_only=False)]
         times = times.filter(good)
-    order = _segment_order(keys, good)
+    order = _row_order(lambda k: keys[k] if good is None else keys[k].filter(good), times)
     in_order = np.array_equal(order, np.arange(len(order)))
     if not in_order:
         idx = idx[order]

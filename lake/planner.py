@@ -27,10 +27,10 @@ from .errors import SqlError
 from .schema import EVENT_SCHEMA
 from .sqlexpr import Ctx, Env, aggregate, in_values, is_aggregate, per_row, sql_key
 from .sqlparse import HIDDEN_COLUMNS, error_at
+from .store import EMPTY_EVENTS
 
-_EMPTY_EVENTS = pl.from_arrow(EVENT_SCHEMA.empty_table())
 _SCAN_COLUMNS = [f.name for f in EVENT_SCHEMA if f.name != "eventjson"]
-_MAP_COLUMNS = {c for c, t in _EMPTY_EVENTS.schema.items() if isinstance(t, pl.Map)}
+_MAP_COLUMNS = {c for c, t in EMPTY_EVENTS.schema.items() if isinstance(t, pl.Map)}
 
 
 def _scan_column(c: str) -> pl.Expr:
@@ -39,7 +39,7 @@ def _scan_column(c: str) -> pl.Expr:
     return pl.col(c).map.entries() if c in _MAP_COLUMNS else pl.col(c)
 
 
-_SCAN_SCHEMA = dict(_EMPTY_EVENTS.lazy().select([_scan_column(c) for c in _SCAN_COLUMNS]).collect_schema())
+_SCAN_SCHEMA = dict(EMPTY_EVENTS.lazy().select([_scan_column(c) for c in _SCAN_COLUMNS]).collect_schema())
 
 
 @dataclass

@@ -32,18 +32,23 @@ NO_ACCOUNT = "__none__"
 ROW_KEYS = ("eventsource", "eventname", "awsregion", "eventtime")
 
 
-def partition_columns(table: pa.Table) -> tuple[pa.Array, pa.Array]:
-    """(account, date) per row: recipientAccountId (or `__none__`) and the UTC date of eventtime."""
-    account = pc.fill_null(table.column("recipientaccountid"), NO_ACCOUNT)
+def account_key(recipient: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The partition account of each row: recipientAccountId, or `__none__` when it is null or empty."""
+    account = pc.fill_null(recipient, NO_ACCOUNT)
     account = pc.if_else(pc.equal(account, ""), NO_ACCOUNT, account)
+    return account.combine_chunks() if isinstance(account, pa.ChunkedArray) else account
+
+
+def partition_columns(table: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """(account, date) per row: `account_key` and the UTC date of eventtime."""
     date = table.column("eventtime").cast(pa.date32()).cast(pa.string())  # UTC date; 10x faster than strftime
-    return account.combine_chunks(), date.combine_chunks()
+    return account_key(table.column("recipientaccountid")), date.combine_chunks()
 
 
 def row_order(account: pa.Array, times: pa.Array, keys: dict[str, pa.Array]) -> np.ndarray:
     """The permutation that puts rows in segment order: by partition (account, UTC date); within one, by
     row group (the k-th ROW_GROUP_ROWS rows in eventtime order); within one, by ROW_KEYS (`keys` holds the
-    arrays of the ROW_KEYS other than eventtime). `account` must already map "no account" to one value."""
+    arrays of the ROW_KEYS other than eventtime). `account` comes from `account_key`."""
     date = times.cast(pa.date32())
     cols = {"a": account, "d": date}
     if len(times) > ROW_GROUP_ROWS:

@@ -24,7 +24,8 @@ from .errors import InactiveStore, InvalidParameter, ReadOnlyError, TerminationP
 from .log import Log, Snapshot, now_iso, parse_iso
 from .schema import EVENT_SCHEMA
 
-_EMPTY_FRAME = pl.from_arrow(EVENT_SCHEMA.empty_table())
+# No events, with the event schema: the scan of no segments, and the schema polars is given for segments.
+EMPTY_EVENTS = pl.from_arrow(EVENT_SCHEMA.empty_table())
 
 if TYPE_CHECKING:
     from .lake import Lake
@@ -489,9 +490,9 @@ class Store:
         times while it is planned). A column missing from an older segment reads as NULL; one a newer
         version added is ignored."""
         if not files:
-            return _EMPTY_FRAME.lazy()
+            return EMPTY_EVENTS.lazy()
         opts = self.lake.storage.polars_storage_options()
-        return pl.scan_parquet(files, storage_options=opts, hive_partitioning=False, schema=_EMPTY_FRAME.schema,
+        return pl.scan_parquet(files, storage_options=opts, hive_partitioning=False, schema=EMPTY_EVENTS.schema,
                                missing_columns="insert", extra_columns="ignore")
 
     def to_arrow(self, snapshot: Snapshot | None = None) -> pa.Table:
