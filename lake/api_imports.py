@@ -10,6 +10,21 @@ does not know, `imports/<id>/api.json`: the ImportSource exactly as given and th
 Sources are `s3://bucket/prefix` (read with Lake's own S3 settings, e.g. LAKE_S3_ENDPOINT; the
 S3BucketAccessRoleArn is recorded and echoed but not assumed) and, as a Lake extension, `file:///path`.
 
+**Which sources a caller may import** (the server reads them with its own privileges, so the API must not
+become a way to read the server's files or another account's logs):
+- `file:///path` only under an *import root* the operator configured for the destination store's account
+  (`lake serve --import-root ACCOUNT=PATH`, `ServerConfig.import_roots`, `ctx.services["import_roots"]`);
+  without one, no local source is accepted over the API. The path and the root are both resolved
+  (symlinks, `..`) before the containment check, and the walk of the folder does not follow symlinks out
+  of it. A path outside every root and a path that does not exist get the same answer, so the API is no
+  oracle for the server's files. `lake import` on the command line (the operator) reads any path.
+- `s3://bucket/prefix` unless it lies under an import root declared for another account, under the lake's
+  own storage root, or in the bucket another account's trail delivers to. When the destination account
+  has `s3://` roots of its own, the source must lie under one of them.
+The destination store decides whose roots apply: data of an account's root only ever lands in that
+account's stores, and a caller may only name stores it may see. A resumed import (StartImport with an
+ImportId) is checked again against the roots in force now.
+
 StopImport takes effect between chunks (the importer's progress callback raises): the chunk being written is
 committed, nothing after it is read. StopImport waits a few seconds for that and then reports STOPPED; a
 GetImport during the remainder of the chunk already says STOPPED.
@@ -22,6 +37,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -226,7 +242,125 @@ def _destination(ctx: ApiContext, destinations: Any) -> Store:
     return st
 
 
-def _local_or_s3(ctx: ApiContext, source: Any) -> tuple[dict, str]:
+FORBIDDEN_SOURCE = ("import source {uri} is not valid: it does not exist or is not readable for this account (over "
+                    "the API only s3:// sources and local folders under an import root configured for the account "
+                    "are accepted)")
+_ACCOUNT = re.compile(r"\d{12}")
+_S3_URI = re.compile(r"s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9](/.*)?")
+
+
+def parse_import_roots(values: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """`ACCOUNT=PATH` items (`lake serve --import-root`) as {account: roots}. PATH is an absolute local folder
+    or an `s3://bucket[/prefix]` URI; an account may have several roots. ValueError (one line) otherwise."""
+    out: dict[str, list[str]] = {}
+    for item in values:
+        account, sep, root = str(item).partition("=")
+        if not sep or not _ACCOUNT.fullmatch(account):
+            raise ValueError(f"import root {item!r} must be ACCOUNT=PATH with a 12-digit account id")
+        if root.startswith("s3://"):
+            if not _S3_URI.fullmatch(root) or _bad_key(root[len("s3://"):]):
+                raise ValueError(f"import root {item!r}: {root!r} is not an s3://bucket[/prefix] URI")
+        elif not os.path.isabs(root) or "\x00" in root:
+            raise ValueError(f"import root {item!r}: {root!r} must be an absolute path or an s3:// URI")
+        out.setdefault(account, []).append(root)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _bad_key(key: str) -> bool:
+    """True for an S3 key (prefix) that would not name the same place on every filesystem: `.`/`..`
+    segments, backslashes or control characters."""
+    return any(seg in (".", "..") for seg in key.split("/")) or "\\" in key \
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in key)
+
+
+def import_roots(ctx: ApiContext) -> dict[str, tuple[str, ...]]:
+    """The operator's import roots ({account: roots}) from `ctx.services["import_roots"]` (the server copies
+    `ServerConfig.import_roots` there); `ACCOUNT=PATH` strings are accepted too."""
+    raw = ctx.services.get("import_roots") if ctx.services else None
+    if not raw:
+        return {}
+    if isinstance(raw, dict):
+        return {str(k): tuple([v] if isinstance(v, str) else v) for k, v in raw.items()}
+    return parse_import_roots(raw)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _local_source(path: str, roots: Iterable[str]) -> tuple[str, str] | None:
+    """(resolved path, resolved root) when `path` exists and lies under one of the local `roots` once both
+    are resolved (symlinks, `..`); None otherwise, whatever the reason, so no answer tells them apart."""
+    if not os.path.isabs(path) or "\x00" in path:
+        return None
+    try:
+        real = os.path.realpath(path)
+        for root in roots:
+            if root.startswith("s3://"):
+                continue
+            base = os.path.realpath(root)
+            if _inside(real, base) and (os.path.isdir(real) or os.path.isfile(real)):
+                return real, base
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _s3_inside(uri: str, root: str) -> bool:
+    a, b = uri.rstrip("/"), root.rstrip("/")
+    return a == b or a.startswith(b + "/")
+
+
+def _s3_allowed(ctx: ApiContext, uri: str, account: str, roots: dict[str, tuple[str, ...]]) -> bool:
+    """Whether `account` may import s3:// `uri`: not another account's declared root, not the lake's own
+    storage, not the bucket another account's trail delivers to; under one of its own s3:// roots if it
+    has any."""
+    own = [r for r in roots.get(account, ()) if r.startswith("s3://")]
+    if own:
+        return any(_s3_inside(uri, r) for r in own)
+    for other, rs in roots.items():
+        if other != account and any(r.startswith("s3://") and (_s3_inside(uri, r) or _s3_inside(r, uri))
+                                    for r in rs):
+            return False
+    st = ctx.lake.storage
+    if st.protocol in ("s3", "s3a"):
+        lake_root = f"s3://{st.root.strip('/')}"
+        if _s3_inside(uri, lake_root) or _s3_inside(lake_root, uri):
+            return False
+    from .trails import TrailCatalog, bucket_target
+
+    bucket = uri[len("s3://"):].split("/", 1)[0]
+    try:
+        for t in TrailCatalog(ctx.lake).list():
+            if t.owner == account:
+                continue
+            target, _ = bucket_target(ctx.lake, t.bucket, t.extension.get("Destination"))
+            if target.startswith("s3://") and target[len("s3://"):].split("/", 1)[0] == bucket:
+                return False
+    except (LakeError, OSError, ValueError):
+        return False
+    return True
+
+
+def check_source(ctx: ApiContext, uri: str, account: str) -> str:
+    """The location the importer reads for `uri` on behalf of `account` (the destination store's owner):
+    a resolved local path under one of the account's roots, or the s3:// URI. InvalidImportSourceException
+    with one message for every refusal (missing and forbidden look alike)."""
+    roots = import_roots(ctx)
+    if uri.startswith("file://"):
+        found = _local_source(uri[len("file://"):], roots.get(account, ()))
+        if found is None:
+            raise ApiError("InvalidImportSourceException", FORBIDDEN_SOURCE.format(uri=uri[:300]))
+        return found[0]
+    if not _S3_URI.fullmatch(uri) or _bad_key(uri[len("s3://"):]):
+        raise ApiError("InvalidImportSourceException",
+                       f"S3LocationUri {uri[:300]!r} must be s3://bucket[/prefix] (or, in Lake, file:///path)")
+    if not _s3_allowed(ctx, uri, account, roots):
+        raise ApiError("InvalidImportSourceException", FORBIDDEN_SOURCE.format(uri=uri[:300]))
+    return uri
+
+
+def _local_or_s3(ctx: ApiContext, source: Any, account: str) -> tuple[dict, str]:
     """The checked ImportSource and the location the importer reads (a local path or an s3:// URI)."""
     s3 = source.get("S3") if isinstance(source, dict) else None
     if not isinstance(s3, dict) or not isinstance(s3.get("S3LocationUri"), str):
@@ -235,15 +369,9 @@ def _local_or_s3(ctx: ApiContext, source: Any) -> tuple[dict, str]:
         if not isinstance(s3.get(k), str):
             raise ApiError("InvalidParameterException", f"ImportSource.S3.{k} is required")
     uri = s3["S3LocationUri"]
-    if uri.startswith("file://"):
-        path = uri[len("file://"):]
-        if not os.path.isabs(path) or not os.path.exists(path):
-            raise ApiError("InvalidImportSourceException", f"import source {uri} does not exist (file:// needs an "
-                                                           "absolute path)")
-        return {"S3": dict(s3)}, path
-    if not re.fullmatch(r"s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9](/.*)?", uri):
-        raise ApiError("InvalidImportSourceException",
-                       f"S3LocationUri {uri!r} must be s3://bucket[/prefix] (or, in Lake, file:///path)")
+    location = check_source(ctx, uri, account)
+    if location != uri:  # a local folder: checked to exist above
+        return {"S3": dict(s3)}, location
     import fsspec
 
     from .storage import storage_options_from_env
@@ -251,11 +379,19 @@ def _local_or_s3(ctx: ApiContext, source: Any) -> tuple[dict, str]:
     try:
         fs = fsspec.filesystem("s3", skip_instance_cache=True, **storage_options_from_env("s3"))
         found = fs.exists(uri[len("s3://"):].rstrip("/"))
-    except Exception as e:
-        raise ApiError("InvalidImportSourceException", f"cannot read import source {uri}: {e}") from None
+    except Exception:  # noqa: BLE001 - denied, unreachable, no such bucket: one answer, no oracle
+        found = False
     if not found:
-        raise ApiError("InvalidImportSourceException", f"import source {uri} does not exist or is empty")
+        raise ApiError("InvalidImportSourceException", FORBIDDEN_SOURCE.format(uri=uri[:300]))
     return {"S3": dict(s3)}, uri
+
+
+def _recheck(ctx: ApiContext, state: dict) -> None:
+    """A resumed import reads its sources again: they must still be allowed for the destination's owner
+    (roots change; an import started by `lake import` names any path the operator chose)."""
+    account = _owner(ctx, state, {}, {})
+    for src in state.get("ImportSource") or []:
+        check_source(ctx, src if "://" in src else f"file://{src}", account)
 
 
 # ---- handlers ---------------------------------------------------------------------------------------
@@ -270,6 +406,7 @@ def start_import(ctx: ApiContext, params: dict) -> dict:
             raise ApiError("AccountHasOngoingImportException", f"import {state['ImportId']} is still running")
         if busy:
             raise ApiError("AccountHasOngoingImportException", f"import {busy} is still running for this account")
+        _recheck(ctx, state)
         try:
             imp = importer.resume(ctx.lake, state["ImportId"], workers=m.workers, chunk_bytes=m.chunk_bytes)
         except (NotFound, LakeError) as e:
@@ -286,7 +423,7 @@ def start_import(ctx: ApiContext, params: dict) -> dict:
                            f"import {busy} is still running for account {ctx.principal.account_id}; wait for it "
                            "or stop it (StopImport)")
         store = _destination(ctx, params.get("Destinations"))
-        source, location = _local_or_s3(ctx, params.get("ImportSource"))
+        source, location = _local_or_s3(ctx, params.get("ImportSource"), store_account(store, ctx.lake))
         start = as_datetime(params.get("StartEventTime"), "StartEventTime")
         end = as_datetime(params.get("EndEventTime"), "EndEventTime")
         if start and end and start > end:
@@ -403,5 +540,5 @@ def stop_import(ctx: ApiContext, params: dict) -> dict:
     return out
 
 
-__all__ = ["ImportManager", "manager", "start_import", "get_import", "list_imports", "list_import_failures",
-           "stop_import"]
+__all__ = ["ImportManager", "manager", "parse_import_roots", "import_roots", "check_source", "FORBIDDEN_SOURCE",
+           "start_import", "get_import", "list_imports", "list_import_failures", "stop_import"]

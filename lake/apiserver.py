@@ -40,7 +40,8 @@ import orjson
 from .apicore import (DATA_OPERATIONS, MUTATING, OPERATIONS, SERVICE_CLOUDTRAIL, SERVICE_DATA, TARGET_PREFIX,
                       ApiContext, ApiError, Principal)
 from .errors import LakeError
-from .sigv4 import MAX_SKEW, Credential, SigV4Error, SignedRequest, has_signature, verify
+from .sigv4 import (MAX_SKEW, Credential, PendingSignature, ReplayCache, SigV4Error, SignedRequest, check_headers,
+                    has_signature)
 
 log = logging.getLogger("lake.serve")
 
@@ -58,12 +59,20 @@ class ServerConfig:
     allow_anonymous: bool = False          # unsigned requests from loopback act as the lake's default account
     audit_store: str | None = None         # store receiving one event per mutating call; None = no auditing
     region: str | None = None              # the region this endpoint serves (default: the lake's)
-    max_body_bytes: int = 8 << 20
-    max_skew: timedelta = MAX_SKEW
+    max_body_bytes: int = 8 << 20         # Content-Length over this is refused (413) before reading
+    max_skew: timedelta = MAX_SKEW         # accepted distance of a request's date from the clock (AWS: 5 min.)
+    replay_cache_size: int = 100_000       # accepted signatures remembered until their date leaves the window
+    max_connections: int = 256             # open connections (uvicorn's limit_concurrency): 503 beyond it
+    header_timeout: float = 10.0           # s from connection (or the previous response) to a complete header
+    read_timeout: float = 10.0             # s the body may pause between two chunks
+    body_timeout: float = 60.0             # s the whole body may take (a trickling body is cut off)
+    unverified_body_bytes: int = 64 << 20  # bodies held before their signature is verified, all requests
     audit_flush_interval: float = 1.0
     audit_batch_size: int = 100
     delivery: bool = False                 # run trail delivery, aggregation and Insights in the background
     #                                        (`lake serve` turns it on)
+    import_roots: dict[str, tuple[str, ...]] = field(default_factory=dict)  # account -> folders/s3:// prefixes
+    #                                        StartImport may read for it (lake/api_imports.py; none: s3:// only)
 
 
 def is_loopback(host: str) -> bool:
@@ -347,8 +356,11 @@ class LakeServer:
         self.region = config.region or lake.region
         self.keys = {c.access_key_id: c for c in config.credentials}
         self.services: dict[str, Any] = {}  # handlers keep query managers etc. here (ApiContext.services)
+        self.services["import_roots"] = dict(config.import_roots)  # StartImport's allow-list (api_imports)
         self.audit = None
         self.modules = load_handlers()
+        self.replay = ReplayCache(config.replay_cache_size)
+        self.unverified_bytes = 0  # body bytes held by requests whose signature is not verified yet
 
     def start(self) -> None:
         if self.config.audit_store and self.audit is None:
@@ -393,14 +405,26 @@ class LakeServer:
         return Principal(access_key_id="anonymous", arn=f"arn:aws:iam::{acct}:anonymous", account_id=acct,
                          allowed_accounts=frozenset({acct}), anonymous=True)
 
-    def authenticate(self, sreq: SignedRequest, service: str, client_host: str) -> Principal:
+    def check_signature(self, sreq: SignedRequest, service: str, client_host: str) -> PendingSignature | None:
+        """Everything about the signature that the headers decide, before the body is read (None: an
+        anonymous request on loopback, when allowed). ApiError for a request that can never be authentic."""
         if not has_signature(sreq) and self.config.allow_anonymous and is_loopback(client_host):
-            return self.anonymous()
+            return None
         try:
-            cred = verify(sreq, self.keys, region=self.region, service=service, max_skew=self.config.max_skew)
+            return check_headers(sreq, self.keys, region=self.region, service=service,
+                                 max_skew=self.config.max_skew)
         except SigV4Error as e:
             raise ApiError(e.code, e.message, 400) from None
-        return cred.principal
+
+    def authenticate(self, pending: PendingSignature | None, sreq: SignedRequest, body_hash: str) -> Principal:
+        """The principal of a request whose body has arrived (hashed while read): the signature and the
+        payload hash hold and the signature was never accepted before."""
+        if pending is None:
+            return self.anonymous()
+        try:
+            return pending.finish(sreq, body_hash, replay=self.replay).principal
+        except SigV4Error as e:
+            raise ApiError(e.code, e.message, 400) from None
 
 
 # ---- HTTP ---------------------------------------------------------------------------------------------------

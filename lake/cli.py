@@ -578,17 +578,26 @@ def demo_cmd(obj: Ctx, events: int, days: int, seed: int) -> None:
 @click.option("--delivery/--no-delivery", default=True, show_default=True,
               help="Deliver trail log files and digests (every $LAKE_DELIVERY_INTERVAL s, "
                    "default 300), summarise data events and detect Insights in the background.")
+@click.option("--import-root", "import_roots", multiple=True, metavar="ACCOUNT=PATH",
+              help="Let StartImport of ACCOUNT read local folder PATH (or confine its s3:// sources to an "
+                   "s3://bucket/prefix); repeatable. Without one, StartImport accepts s3:// sources only.")
 @click.pass_obj
 @handle_errors
-def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, region, log_level, delivery) -> None:
+def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, region, log_level, delivery,
+              import_roots) -> None:
     """Serve the CloudTrail API (JSON 1.1) and cloudtrail-data PutAuditEvents over HTTP, so boto3 and the AWS
     CLI work with --endpoint-url. Requests are authenticated with Signature Version 4 against the configured
     credentials. Runs until interrupted. Details in docs/server.md."""
+    from .api_imports import parse_import_roots
     from .apiserver import ServerConfig, check_bind, serve
     from .sigv4 import load_credentials
 
+    try:
+        roots = parse_import_roots(import_roots)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--import-root") from None
     config = ServerConfig(credentials=load_credentials(credentials), allow_anonymous=allow_anonymous,
-                          audit_store=audit_store, region=region, delivery=delivery)
+                          audit_store=audit_store, region=region, delivery=delivery, import_roots=roots)
     check_bind(config, host)
     lk = obj.lake
 

@@ -51,8 +51,9 @@ def wait(c, iid: str, timeout: float = 120.0) -> dict:
 
 
 @pytest.fixture
-def services():
-    s: dict = {"import_workers": 1}
+def services(tmp_path_factory):
+    # StartImport reads local folders only under an import root of the destination's account (issue 15)
+    s: dict = {"import_workers": 1, "import_roots": {ACCT_A: (str(tmp_path_factory.getbasetemp()),)}}
     yield s
     for svc in s.values():
         getattr(svc, "close", lambda: None)()
@@ -331,8 +332,9 @@ def test_boto3_import_flow_from_s3(server, cloudtrail_client, logs, s3_env, tmp_
     assert [i["ImportId"] for i in cloudtrail_client("admin").list_imports()["Imports"]] == [bad, out["ImportId"]]
 
 
-def test_boto3_stop_import(server, cloudtrail_client, logs, monkeypatch):
-    server.state.services.update(import_workers=1, import_chunk_bytes=1)
+def test_boto3_stop_import(server, cloudtrail_client, logs, monkeypatch, tmp_path_factory):
+    server.state.services.update(import_workers=1, import_chunk_bytes=1,
+                                 import_roots={ACCT_A: (str(tmp_path_factory.getbasetemp()),)})
     real = importer._process_chunk
     monkeypatch.setattr(importer, "_process_chunk", lambda task: (time.sleep(0.05), real(task))[1])
     st = create_store(server.lake, A, "e2e-stop")
