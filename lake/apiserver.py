@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
+import hashlib
 import importlib
 import ipaddress
 import logging
@@ -28,6 +30,7 @@ import re
 import socket
 import threading
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -470,17 +473,90 @@ def _call(handler, ctx: ApiContext, params: dict) -> Any:
         raise ApiError(e.code, str(e).splitlines()[0] if str(e) else e.code) from None
 
 
-async def _read_body(request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError("RequestEntityTooLargeException", f"request body exceeds {limit} bytes", 413)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError("RequestEntityTooLargeException", f"request body exceeds {limit} bytes", 413)
-        chunks.append(chunk)
-    return b"".join(chunks)
+class _BodyReader:
+    """Reads one request body under the server's limits, hashing it on the way (SigV4's payload hash).
+
+    The declared Content-Length is checked before a byte is read; the body must keep arriving (at most
+    `read_timeout` s between chunks) and be complete within `body_timeout` s, so a trickling client is cut off
+    instead of holding its connection and buffer; while the signature is not verified yet the bytes count
+    against the server-wide `unverified_body_bytes` budget, so many unauthenticated-but-plausible bodies
+    cannot fill memory either."""
+
+    def __init__(self, state: LakeServer, request, verified: bool):
+        self.state = state
+        self.request = request
+        self.verified = verified
+        self.held = 0           # bytes counted in state.unverified_bytes
+        self.consumed = False   # the whole body was received (the connection can be reused)
+        self.sha = hashlib.sha256()
+
+    def check_length(self) -> None:
+        limit = self.state.config.max_body_bytes
+        declared = self.request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
+
+    async def read(self) -> bytes:
+        cfg = self.state.config
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.body_timeout
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            wait = min(cfg.read_timeout, deadline - loop.time())
+            try:
+                if wait <= 0:
+                    raise asyncio.TimeoutError
+                message = await asyncio.wait_for(self.request.receive(), timeout=wait)
+            except asyncio.TimeoutError:
+                raise ApiError("RequestTimeoutException",
+                               f"the request body did not arrive in time (at most {cfg.read_timeout:g} s between "
+                               f"chunks, {cfg.body_timeout:g} s in all); connection closed", 408) from None
+            if message["type"] == "http.disconnect":
+                raise _ClientGone()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > cfg.max_body_bytes:
+                raise _too_large(cfg.max_body_bytes)
+            if not self.verified and chunk:
+                if self.state.unverified_bytes + len(chunk) > cfg.unverified_body_bytes:
+                    raise ApiError("ThrottlingException", "Rate exceeded: too many request bodies are awaiting "
+                                   "signature verification; retry shortly")
+                self.state.unverified_bytes += len(chunk)
+                self.held += len(chunk)
+            self.sha.update(chunk)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                self.consumed = True
+                return b"".join(chunks)
+
+    async def drain(self, limit: int = 64 << 10, timeout: float = 1.0) -> None:
+        """Discard a small unread body before answering an early refusal: closing a socket with unread
+        input resets the connection, and the client would lose the answer. Larger or slower bodies are not
+        waited for (the answer then closes the connection)."""
+        declared = self.request.headers.get("content-length")
+        if self.consumed or not declared or not declared.isdigit() or int(declared) > limit:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(timeout, self.state.config.read_timeout)
+        with contextlib.suppress(asyncio.TimeoutError):
+            while (wait := deadline - loop.time()) > 0:
+                message = await asyncio.wait_for(self.request.receive(), timeout=wait)
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    self.consumed = message["type"] != "http.disconnect"
+                    return
+
+    def release(self) -> None:
+        self.state.unverified_bytes -= self.held
+        self.held = 0
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its body was complete: nothing to answer."""
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError("RequestEntityTooLargeException", f"request body exceeds {limit} bytes", 413)
 
 
 def _parse_json(body: bytes) -> Any:
@@ -493,7 +569,8 @@ def _parse_json(body: bytes) -> Any:
 
 
 async def _handle(state: LakeServer, request, service: str) -> Any:
-    """One API call: authenticate, route, validate, run, serialise, audit."""
+    """One API call: authenticate (the headers first, then the body's hash), route, validate, run,
+    serialise, audit."""
     from starlette.concurrency import run_in_threadpool
 
     rest = service == SERVICE_DATA
@@ -503,10 +580,17 @@ async def _handle(state: LakeServer, request, service: str) -> Any:
     principal = None
     params: Any = None
     ctx = None
+    reader: _BodyReader | None = None
     try:
-        body = await _read_body(request, state.config.max_body_bytes)
         client_host = request.client.host if request.client else ""
-        principal = state.authenticate(_signed_request(request, body), service, client_host)
+        sreq = _signed_request(request, b"")
+        pending = state.check_signature(sreq, service, client_host)
+        reader = _BodyReader(state, request, verified=pending is not None and pending.verified)
+        reader.check_length()
+        body = await reader.read()
+        sreq = dataclasses.replace(sreq, body=body)
+        principal = state.authenticate(pending, sreq, reader.sha.hexdigest())
+        reader.release()
         ctx = ApiContext(lake=state.lake, principal=principal, region=state.region, request_id=request_id,
                          source_ip=client_host or "127.0.0.1", user_agent=request.headers.get("user-agent", ""),
                          services=state.services)
@@ -533,7 +617,7 @@ async def _handle(state: LakeServer, request, service: str) -> Any:
             raw = dict(raw)
             qmap = {(m.serialization.get("name") or n): n for n, m in op.input_shape.members.items()
                     if m.serialization.get("location") == "querystring"}
-            for k, v in _signed_request(request, b"").query:
+            for k, v in sreq.query:
                 if k in qmap:
                     raw[qmap[k]] = v
         params = raw  # what a failed validation is audited with
@@ -544,18 +628,53 @@ async def _handle(state: LakeServer, request, service: str) -> Any:
             shown = None if rest or not op.output_shape else serialize(op.output_shape, result or {}, iso=True)
             _audit(state, ctx, op_name, service, params, shown, None)
         return _json_response(out or {}, 200, request_id, "application/json" if rest else JSON_11)
+    except _ClientGone:
+        return _json_response({}, 400, request_id, JSON_11, {"connection": "close"})
     except ApiError as e:
         if ctx is not None and op_name in MUTATING and state.audit is not None:
             _audit(state, ctx, op_name, service, params if isinstance(params, dict) else None, None,
                    (e.code, e.message))
-        return error_response(protocol, e, request_id)
-    except Exception as e:  # noqa: BLE001 - one line to the client, the traceback to the log
-        log.exception("request %s (%s) failed", request_id, op_name)
+        return await _refuse(protocol, e, request_id, reader)
+    except Exception as e:  # noqa: BLE001 - one line to the client and the log, a bounded traceback at debug
+        _log_internal_error(request_id, op_name, e)
         err = ApiError("InternalFailure", f"internal error ({type(e).__name__}); request id {request_id}", 500)
         if ctx is not None and op_name in MUTATING and state.audit is not None:
             _audit(state, ctx, op_name, service, params if isinstance(params, dict) else None, None,
                    (err.code, err.message))
-        return error_response(protocol, err, request_id)
+        return await _refuse(protocol, err, request_id, reader)
+    finally:
+        if reader is not None:
+            reader.release()
+
+
+async def _refuse(protocol: str, err: ApiError, request_id: str, reader: _BodyReader | None):
+    """The error response; a request whose body was not read (refused on its headers, too large, too
+    slow) gets `Connection: close`, so the rest of its body is never read or buffered."""
+    if reader is not None and not reader.consumed:
+        await reader.drain()
+    response = error_response(protocol, err, request_id)
+    if reader is None or not reader.consumed:
+        response.headers["connection"] = "close"
+    return response
+
+
+TRACEBACK_FRAMES = 20      # frames of an unexpected error's traceback logged at DEBUG (the innermost)
+TRACEBACK_CHARS = 8000     # and at most this much text of it
+
+
+def _log_internal_error(request_id: str, op_name: str | None, e: BaseException) -> None:
+    """An unexpected error costs the log one line at ERROR (the request id ties it to the client's
+    answer) and at most TRACEBACK_CHARS of traceback at DEBUG: a request that makes a handler fail (deep
+    recursion: 450 KB of traceback per request) must not be a way to fill the disk."""
+    text = " ".join(str(e).split())
+    log.error("request %s (%s) failed: %s%s", request_id, op_name or "-", type(e).__name__,
+              f": {text[:300]}" if text else "")
+    if log.isEnabledFor(logging.DEBUG):
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=-TRACEBACK_FRAMES,
+                                                chain=False))
+        if len(tb) > TRACEBACK_CHARS:
+            tb = "...\n" + tb[-TRACEBACK_CHARS:]
+        log.debug("request %s traceback (innermost %d frames):\n%s", request_id, TRACEBACK_FRAMES, tb)
 
 
 def _audit(state: LakeServer, ctx: ApiContext, op: str, service: str, params, response, error) -> None:
@@ -564,7 +683,7 @@ def _audit(state: LakeServer, ctx: ApiContext, op: str, service: str, params, re
     try:
         state.audit.record(make_event(ctx, op, service, params, response, error))
     except Exception as e:  # noqa: BLE001 - never fail the call being audited
-        log.error("audit: cannot record %s: %s", op, e)
+        log.error("audit: cannot record %s: %s: %s", op, type(e).__name__, " ".join(str(e).split())[:300])
 
 
 def create_app(lake, config: ServerConfig | None = None):
@@ -611,6 +730,120 @@ def create_app(lake, config: ServerConfig | None = None):
 
 # ---- running it -------------------------------------------------------------------------------------------
 
+def _guarded_protocol(header_timeout: float):
+    """uvicorn's h11 protocol with a deadline for the request line and headers.
+
+    uvicorn times out idle keep-alive connections but not a request whose headers trickle in (slowloris):
+    such a connection would hold its slot of `limit_concurrency` forever. Here each connection must deliver
+    a complete header within `header_timeout` s of connecting or of its previous response."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _lake_timer: asyncio.TimerHandle | None = None
+
+        def _waiting_for_header(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _arm(self) -> None:
+            if self._lake_timer is None:
+                self._lake_timer = self.loop.call_later(header_timeout, self._expire)
+
+        def _disarm(self) -> None:
+            if self._lake_timer is not None:
+                self._lake_timer.cancel()
+                self._lake_timer = None
+
+        def _expire(self) -> None:
+            self._lake_timer = None
+            if self._waiting_for_header() and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._waiting_for_header():
+                self._arm()
+            super().data_received(data)
+            if not self._waiting_for_header():
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
+
+
+_SECRET_PATTERNS = [
+    (re.compile(r"(?i)(X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"']+"), r"\1REDACTED"),
+    (re.compile(r"(?i)(Signature=)[0-9a-f]{16,}"), r"\1REDACTED"),
+    (re.compile(r"(?i)(Credential=)[^,\s\"']+"), r"\1REDACTED"),
+    (re.compile(r"(?i)(secret_access_key[\"']?\s*[:=]\s*[\"']?)[^\"',\s}]+"), r"\1REDACTED"),
+    (re.compile(r"(?m)^([0-9a-f]{64})$"), "REDACTED"),  # botocore.auth's "Signature:\n<hex>" debug line
+]
+
+
+def redact(text: str) -> str:
+    """`text` with SigV4 signatures, credentials and session tokens replaced: a presigned URL in an access
+    log, or an Authorization header in botocore's debug output, is a usable credential until it expires."""
+    for rx, sub in _SECRET_PATTERNS:
+        text = rx.sub(sub, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts the message and its string arguments in place (keeping the argument tuple: uvicorn's access
+    formatter unpacks it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        return True
+
+
+REDACTED_LOGGERS = ("uvicorn.access", "uvicorn.error", "botocore.auth", "botocore.endpoint", "botocore.hooks",
+                    "botocore.parsers", "urllib3.connectionpool", "s3fs", "lake.serve")
+
+
+def install_log_redaction() -> None:
+    """Attach the redacting filter to every logger that can print a request's URL or signing headers
+    (uvicorn's access log shows presigned query strings; botocore's DEBUG output shows Authorization)."""
+    for name in REDACTED_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
+
+
+def _configure_lake_logging(log_level: str) -> None:
+    """`lake serve --log-level`: the lake's own loggers follow it (uvicorn configures only its own), so
+    `--log-level debug` shows the bounded tracebacks of failed requests."""
+    logger = logging.getLogger("lake")
+    logger.setLevel(log_level.upper())
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        handler.addFilter(RedactingFilter())
+        logger.addHandler(handler)
+
+
+def uvicorn_config(app, config: ServerConfig, *, log_level: str, access_log: bool, graceful: float):
+    """The uvicorn settings of `lake serve` and `ServerThread` alike: the connection cap, the header
+    deadline, keep-alive, and redacted logs."""
+    import uvicorn
+
+    cfg = uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=access_log,
+                         timeout_graceful_shutdown=graceful, limit_concurrency=config.max_connections,
+                         timeout_keep_alive=5, http=_guarded_protocol(config.header_timeout))
+    install_log_redaction()  # after uvicorn.Config: its dictConfig (re)creates the uvicorn loggers' handlers
+    return cfg
+
+
 def serve(lake, config: ServerConfig, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
           log_level: str = "info", ready: Callable[[str], None] | None = None) -> None:
     """Run the server in the foreground until interrupted (`lake serve`). The port is bound before anything
@@ -618,10 +851,11 @@ def serve(lake, config: ServerConfig, *, host: str = "127.0.0.1", port: int = DE
     import uvicorn
 
     check_bind(config, host)
+    _configure_lake_logging(log_level)
     app = create_app(lake, config)
     sock = _bind(host, port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on",
-                                           access_log=log_level == "debug", timeout_graceful_shutdown=10))
+    server = uvicorn.Server(uvicorn_config(app, config, log_level=log_level, access_log=log_level == "debug",
+                                           graceful=10))
     if ready is not None:
         ready(_url(host, sock.getsockname()[1]))
     try:
@@ -682,8 +916,8 @@ class ServerThread:
         sock = _bind(self.host, self.port)
         self.port = sock.getsockname()[1]
         self._sock = sock
-        self._server = uvicorn.Server(uvicorn.Config(self.app, log_level=self.log_level, lifespan="on",
-                                                     access_log=False, timeout_graceful_shutdown=5))
+        self._server = uvicorn.Server(uvicorn_config(self.app, self.config, log_level=self.log_level,
+                                                     access_log=self.log_level == "debug", graceful=5))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name=f"lake-serve-{self.port}", daemon=True)
         self._thread.start()

@@ -14,10 +14,14 @@ principal ARN in one account, and may see the stores of `allowed_accounts` (its 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
 import json
+import logging
 import os
 import re
+import stat
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
@@ -25,15 +29,18 @@ from urllib.parse import quote
 
 from .apicore import Principal
 
+log = logging.getLogger("lake.serve")
+
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-MAX_SKEW = timedelta(minutes=15)
+MAX_SKEW = timedelta(minutes=5)  # AWS's window for the request date
 MAX_PRESIGN_EXPIRES = 7 * 24 * 3600
 CREDENTIALS_ENV = "LAKE_SERVE_CREDENTIALS"  # JSON text, or the path of a JSON/TOML file
 _ACCOUNT_RE = re.compile(r"^\d{12}\Z")
 _ARN_RE = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::(\d{12}):(.+)\Z")
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 _SIGNATURE_MISMATCH = ("The request signature we calculated does not match the signature you provided. Check your "
                        "AWS Secret Access Key and signing method. Consult the service documentation for details.")
 
@@ -105,6 +112,19 @@ def parse_credentials(data: Any, where: str = "credentials") -> list[Credential]
     return creds
 
 
+def _check_file_mode(path: str, mode: int) -> None:
+    """A credentials file holds every secret key the server accepts. Writable by group or others, anyone
+    there can add a key of their own and act as any principal: refused. Readable by them, they can read the
+    secrets: a warning (on the log and stderr), since some deployments share a group with a secrets agent."""
+    perms = stat.S_IMODE(mode)
+    if perms & 0o022:
+        raise ValueError(f"credentials file {path} is writable by group or others (mode {perms:04o}): anyone who "
+                         f"can write it can add an access key; run chmod 600 {path}")
+    if perms & 0o044:
+        log.warning("credentials file %s is readable by group or others (mode %04o): they can read every secret "
+                    "key in it; run chmod 600 %s", path, perms, path)
+
+
 def load_credentials(path: str | None = None) -> list[Credential]:
     """Credentials from a JSON or TOML file, else from $LAKE_SERVE_CREDENTIALS (JSON text or a file path)."""
     if path is None:
@@ -119,6 +139,7 @@ def load_credentials(path: str | None = None) -> list[Credential]:
         path = env
     try:
         with open(path, "rb") as f:
+            _check_file_mode(path, os.fstat(f.fileno()).st_mode)
             raw = f.read()
     except OSError as e:
         raise ValueError(f"cannot read credentials file {path}: {e.strerror or e}") from None
@@ -248,10 +269,78 @@ def _parse_amz_date(value: str | None) -> datetime | None:
         return None
 
 
-def verify(req: SignedRequest, credentials: Mapping[str, Credential], *, region: str, service: str,
-           now: datetime | None = None, max_skew: timedelta = MAX_SKEW) -> Credential:
-    """The credential that signed `req`, or SigV4Error. Both the Authorization header and the presigned
-    query form (X-Amz-Signature in the URL) are accepted."""
+@dataclass
+class PendingSignature:
+    """A request whose SigV4 material passed every check that does not need the body.
+
+    `check_headers` returns it before a byte of the body is read, so a request without a valid credential,
+    scope or date costs the server nothing. When the client declared the payload's SHA-256 in
+    `x-amz-content-sha256` (the value the canonical request carries), the signature itself is verified here
+    too (`verified`): the body then only has to hash to the declared value (`finish`). Otherwise the payload
+    hash is part of the canonical request and the signature can only be checked once the body has arrived."""
+
+    credential: Credential
+    signature: str
+    amz_date: str
+    scope: str
+    key: bytes
+    signed_headers: list[str]
+    presigned: bool
+    declared: str | None               # x-amz-content-sha256 as sent
+    query: list[tuple[str, str]] | None  # the presigned query without X-Amz-Signature
+    expires_at: datetime               # after this the clock check refuses the signature (replay cache)
+    service: str
+    require_signed_payload: bool
+    verified: bool = False
+
+    def _matches(self, req: SignedRequest, payload: str) -> bool:
+        creq = canonical_request(req, self.signed_headers, payload, self.query)
+        expected = hmac.new(self.key, string_to_sign(self.amz_date, self.scope, creq).encode(),
+                            hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, self.signature)
+
+    def finish(self, req: SignedRequest, body_hash: str | None = None,
+               replay: ReplayCache | None = None) -> Credential:
+        """The credential, once the body (`req.body`, or its SHA-256 `body_hash` when the body was hashed
+        while it was read) is known; SigV4Error if the signature or the payload hash does not hold, or
+        (with `replay`) if this signature was accepted before."""
+        if body_hash is None:
+            body_hash = hashlib.sha256(req.body).hexdigest() if req.body else EMPTY_SHA256
+        empty = body_hash == EMPTY_SHA256
+        declared = self.declared
+        if declared is not None and declared != UNSIGNED_PAYLOAD and declared != body_hash:
+            raise SigV4Error("InvalidSignatureException",
+                             "The provided 'x-amz-content-sha256' header does not match what was computed.")
+        if not self.verified:
+            if declared is not None:
+                candidates = [declared]
+            elif self.presigned:
+                candidates = [UNSIGNED_PAYLOAD, body_hash]  # some presigners sign the body anyway
+            else:
+                candidates = [body_hash]
+            if not any(self._matches(req, p) for p in candidates):
+                raise SigV4Error("InvalidSignatureException", _SIGNATURE_MISMATCH)
+            # The payload line the signature covers: an unsigned payload lets anyone swap the body
+            unsigned = declared == UNSIGNED_PAYLOAD or (declared is None and self.presigned
+                                                        and not self._matches(req, body_hash))
+            if unsigned and self.require_signed_payload and not empty:
+                raise SigV4Error("InvalidSignatureException",
+                                 f"{self.service} requires a signed payload: this request's signature does not "
+                                 "cover its body (UNSIGNED-PAYLOAD); sign the body's SHA-256")
+            self.verified = True
+        if replay is not None:
+            replay.remember(self.signature, self.expires_at)
+        return self.credential
+
+
+def check_headers(req: SignedRequest, credentials: Mapping[str, Credential], *, region: str, service: str,
+                  now: datetime | None = None, max_skew: timedelta = MAX_SKEW,
+                  require_signed_payload: bool = True) -> PendingSignature:
+    """Every check of `req` (a request whose body has not been read: `req.body` is ignored) that does not
+    need the body; SigV4Error on the first failure. Both the Authorization header and the presigned query
+    form (X-Amz-Signature in the URL) are accepted. `require_signed_payload` refuses `UNSIGNED-PAYLOAD` for a
+    non-empty body: every JSON operation of CloudTrail and cloudtrail-data signs its payload (botocore
+    does), so an unsigned one could only be a body swapped under a valid signature."""
     now = now or datetime.now(timezone.utc)
     auth = req.header("authorization")
     presigned = auth is None and req.query_value("X-Amz-Signature") is not None
@@ -332,10 +421,11 @@ def verify(req: SignedRequest, credentials: Mapping[str, Credential], *, region:
                          f"Credential should be scoped with a valid terminator: 'aws4_request', not '{term}'. ")
 
     fmt = lambda d: d.strftime(_AMZ_DATE)  # noqa: E731
+    skew_text = f"{max_skew.total_seconds() / 60:g} min."
     if when > now + max_skew:
         raise SigV4Error("InvalidSignatureException",
                          f"Signature not yet current: {amz_date} is still later than {fmt(now + max_skew)} "
-                         f"({fmt(now)} + 15 min.)")
+                         f"({fmt(now)} + {skew_text})")
     if presigned:
         try:
             expires = int(req.query_value("X-Amz-Expires") or "")
@@ -349,30 +439,88 @@ def verify(req: SignedRequest, credentials: Mapping[str, Credential], *, region:
             raise SigV4Error("InvalidSignatureException",
                              f"Signature expired: {amz_date} is now earlier than "
                              f"{fmt(now - timedelta(seconds=expires))} ({fmt(now)} - {expires} sec.)")
-    elif when < now - max_skew:
-        raise SigV4Error("InvalidSignatureException",
-                         f"Signature expired: {amz_date} is now earlier than {fmt(now - max_skew)} "
-                         f"({fmt(now)} - 15 min.)")
+        expires_at = when + timedelta(seconds=expires)
+    else:
+        if when < now - max_skew:
+            raise SigV4Error("InvalidSignatureException",
+                             f"Signature expired: {amz_date} is now earlier than {fmt(now - max_skew)} "
+                             f"({fmt(now)} - {skew_text})")
+        expires_at = when + max_skew
 
-    body_hash = hashlib.sha256(req.body).hexdigest() if req.body else EMPTY_SHA256
     declared = req.header("x-amz-content-sha256")
-    if declared is not None and declared != UNSIGNED_PAYLOAD and declared != body_hash:
+    if declared == UNSIGNED_PAYLOAD and not presigned and require_signed_payload and \
+            req.header("content-length") not in (None, "0"):
         raise SigV4Error("InvalidSignatureException",
-                         "The provided 'x-amz-content-sha256' header does not match what was computed.")
-    payload = declared if declared is not None else (UNSIGNED_PAYLOAD if presigned else body_hash)
-    query = [(k, v) for k, v in req.query if k != "X-Amz-Signature"] if presigned else None
-    scope = f"{scope_date}/{scope_region}/{scope_service}/{term}"
-    key = signing_key(cred.secret_access_key, scope_date, scope_region, scope_service)
-    candidates = [payload]
-    if presigned and declared is None:
-        candidates.append(body_hash)  # presigners that signed the body anyway
-    for p in candidates:
-        creq = canonical_request(req, signed_headers, p, query)
-        expected = hmac.new(key, string_to_sign(amz_date, scope, creq).encode(), hashlib.sha256).hexdigest()
-        if hmac.compare_digest(expected, fields["Signature"]):
-            return cred
-    raise SigV4Error("InvalidSignatureException", _SIGNATURE_MISMATCH)
+                         f"{service} requires a signed payload: x-amz-content-sha256 must be the SHA-256 of the "
+                         "body, not UNSIGNED-PAYLOAD")
+    pending = PendingSignature(
+        credential=cred, signature=fields["Signature"], amz_date=amz_date,
+        scope=f"{scope_date}/{scope_region}/{scope_service}/{term}",
+        key=signing_key(cred.secret_access_key, scope_date, scope_region, scope_service),
+        signed_headers=signed_headers, presigned=presigned, declared=declared,
+        query=[(k, v) for k, v in req.query if k != "X-Amz-Signature"] if presigned else None,
+        expires_at=expires_at, service=service, require_signed_payload=require_signed_payload)
+    if declared is not None and _SHA256_HEX.match(declared):
+        # The canonical request carries the declared hash, not the body's: verifiable before the body
+        if not pending._matches(req, declared):
+            raise SigV4Error("InvalidSignatureException", _SIGNATURE_MISMATCH)
+        pending.verified = True
+    return pending
 
 
-__all__ = ["Credential", "SigV4Error", "SignedRequest", "load_credentials", "parse_credentials",
-           "credential_from_dict", "verify", "has_signature", "CREDENTIALS_ENV"]
+def verify(req: SignedRequest, credentials: Mapping[str, Credential], *, region: str, service: str,
+           now: datetime | None = None, max_skew: timedelta = MAX_SKEW, require_signed_payload: bool = True,
+           replay: ReplayCache | None = None) -> Credential:
+    """The credential that signed `req` (body included), or SigV4Error: `check_headers` then `finish`."""
+    return check_headers(req, credentials, region=region, service=service, now=now, max_skew=max_skew,
+                         require_signed_payload=require_signed_payload).finish(req, replay=replay)
+
+
+class ReplayCache:
+    """Signatures already accepted, so that a captured request cannot be sent again.
+
+    SigV4 alone lets a signed request be replayed for as long as its date passes the clock check (±5 min.;
+    a presigned URL until it expires): three replays of one PutAuditEvents stored three events. Each
+    accepted signature is kept until that moment (`expires_at`), after which the clock check refuses it
+    anyway. Only verified signatures are remembered, so only holders of a secret key can fill the cache;
+    when `capacity` unexpired signatures are held the request is refused with ThrottlingException (fail
+    closed: forgetting one early would reopen the replay) and the client retries with a new signature."""
+
+    def __init__(self, capacity: int = 100_000):
+        self.capacity = capacity
+        self._seen: dict[bytes, float] = {}
+        self._expiry: list[tuple[float, bytes]] = []  # a heap: the earliest expiry first
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def remember(self, signature: str, expires_at: datetime, now: datetime | None = None) -> None:
+        """Record `signature`; SigV4Error if it was accepted before and has not expired, or if the cache
+        is full of unexpired signatures."""
+        try:
+            key = bytes.fromhex(signature)
+        except ValueError:
+            key = signature.encode()
+        t_now = (now or datetime.now(timezone.utc)).timestamp()
+        with self._lock:
+            while self._expiry and self._expiry[0][0] < t_now:
+                t, old = heapq.heappop(self._expiry)
+                if self._seen.get(old) == t:
+                    del self._seen[old]
+            if key in self._seen:
+                raise SigV4Error("InvalidSignatureException",
+                                 "Signature already used: this signed request was accepted before and is "
+                                 "refused as a replay; sign the request again")
+            if len(self._seen) >= self.capacity:
+                raise SigV4Error("ThrottlingException",
+                                 f"Rate exceeded: {self.capacity} signed requests are already remembered for "
+                                 "replay protection; retry shortly")
+            t = expires_at.timestamp()
+            self._seen[key] = t
+            heapq.heappush(self._expiry, (t, key))
+
+
+__all__ = ["Credential", "SigV4Error", "SignedRequest", "PendingSignature", "ReplayCache", "load_credentials",
+           "parse_credentials", "credential_from_dict", "check_headers", "verify", "has_signature",
+           "CREDENTIALS_ENV", "MAX_SKEW"]
