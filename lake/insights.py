@@ -202,7 +202,8 @@ def _day_counts(st: Any, snap: Any, day: datetime, kinds: set[str], scope: Scope
     storage = st.lake.storage
     path = f"{CACHE_DIR}/{st.id}/{hashlib.sha256(scope.key.encode()).hexdigest()[:16]}/{day:%Y-%m-%d}.parquet"
     try:
-        table = pq.read_table(pa.BufferReader(storage.read(path)))
+        from .segments import arrow_owned  # never a Python-owned buffer (SIGABRT at exit; see there)
+        table = pq.read_table(pa.BufferReader(arrow_owned(storage.read(path))))
         if (table.schema.metadata or {}).get(b"lake.fingerprint") == fp.encode():
             return pl.from_arrow(table.replace_schema_metadata(None))
     except (FileNotFoundError, OSError, pa.ArrowException):

@@ -179,7 +179,8 @@ class Log:
         data = self.storage.read(path)
         if self.storage.read(path + ".sha256").decode().strip() != sha256_hex(data):
             raise LogError(f"{self.storage.uri_of(path)} does not match its .sha256 sidecar")
-        table = pq.read_table(pa.BufferReader(data))
+        from .segments import arrow_owned  # never a Python-owned buffer (SIGABRT at exit; see there)
+        table = pq.read_table(pa.BufferReader(arrow_owned(data)))
         meta = table.schema.metadata or {}
         table = table.replace_schema_metadata(None)
         for f in SEGMENT_SCHEMA:  # checkpoints written before a column existed: the column is null there
