@@ -91,13 +91,26 @@ def create_event_data_store(ctx: ApiContext, params: dict) -> dict:
     from .api_tags import check_tags
 
     tags = check_tags(params.get("TagsList") or [], "InvalidTagParameterException")
+    if params.get("OrganizationEnabled"):
+        _check_organization(ctx)
     st = ctx.lake.create_store(
         params["Name"], selectors=_selectors(params), retention_days=params.get("RetentionPeriod"),
         termination_protection=params.get("TerminationProtectionEnabled", True),
         billing_mode=params.get("BillingMode", "EXTENDABLE_RETENTION_PRICING"),
         multi_region=params.get("MultiRegionEnabled", True), organization=params.get("OrganizationEnabled", False),
-        kms_key_id=params.get("KmsKeyId"), tags=tags, start_ingestion=params.get("StartIngestion", True))
+        kms_key_id=params.get("KmsKeyId"), tags=tags, start_ingestion=params.get("StartIngestion", True),
+        account_id=ctx.principal.account_id, region=ctx.region)  # the caller's from commit 0 on
     return _set_owner(ctx, st)
+
+
+def _check_organization(ctx: ApiContext) -> None:
+    """Organization event data stores are for the management account only (trails.management_account)."""
+    from .trails import management_account
+
+    if ctx.principal.account_id != management_account(ctx.lake):
+        raise ApiError("NotOrganizationMasterAccountException",
+                       f"Account {ctx.principal.account_id} is not the management account of the organization "
+                       "and cannot create or update an organization event data store.")
 
 
 @operation("GetEventDataStore")
@@ -140,6 +153,8 @@ def update_event_data_store(ctx: ApiContext, params: dict) -> dict:
     if st.metadata["Status"] == PENDING_DELETION:
         raise ApiError("InactiveEventDataStoreException",
                        f"Event data store {st.arn} is pending deletion; restore it before updating it.")
+    if params.get("OrganizationEnabled"):
+        _check_organization(ctx)
     return st.update(name=params.get("Name"), selectors=_selectors(params),
                      retention_days=params.get("RetentionPeriod"),
                      termination_protection=params.get("TerminationProtectionEnabled"),

@@ -1,9 +1,10 @@
 """Trail delivery: the events Lake receives, written as CloudTrail log files to the trail's bucket (any fsspec
 destination), exactly once across crashes and restarts; and the trail's digest files (`lake/digest.py`).
 
-**Source.** A trail follows the transaction logs of the lake's event data stores (all of them, or those of
-its `Lake.Stores` setting): every APPEND commit (events received through the API: PutAuditEvents, the
-server's own audit events) and IMPORT commit (`lake import`, StartImport), as its `Lake.Sources` says.
+**Source.** A trail follows the transaction logs of the lake's event data stores its owner account may read
+(`trails.readable_stores`: never another account's store; all of them, or those of its `Lake.Stores`
+setting): every APPEND commit (events received through the API: PutAuditEvents, the server's own audit
+events) and IMPORT commit (`lake import`, StartImport), as its `Lake.Sources` says.
 Compactions and retention rewrite stored events and are never delivered again. Each event is judged by the
 trail configuration *in effect when Lake received it* (the trail's versioned history, `lake/trails.py`): only
 events received while the trail was logging are delivered, with the selectors and region settings of that
@@ -66,7 +67,7 @@ import pyarrow.parquet as pq
 from .log import Log, now_iso, parse_iso
 from .schema import EVENT_SCHEMA
 from .selectors import selector_expr
-from .trails import SOURCES, TRAIL_CATEGORIES, Trail, TrailCatalog, bucket_target
+from .trails import SOURCES, TRAIL_CATEGORIES, Trail, TrailCatalog, bucket_target, readable_stores
 from .storage import Storage
 from .enrichment import strip_event_context
 
@@ -403,8 +404,9 @@ class Deliverer:
         """The next batch: (plan, per store the window of its next undelivered unit or None). A plan holds the
         units (row groups) of one window, the oldest window with pending units, up to `batch_bytes` of event
         JSON."""
-        state = {sid: self._peek(sid, positions.get(sid) or self._initial_position(sid))
-                 for sid in self.storage.list_dirs("stores")}
+        state = {sid: self._peek(sid, positions.get(sid) or self._initial_position(sid))  # only stores the
+                 for sid in readable_stores(self.lake, self.trail, self.storage.list_dirs("stores"),  # owner
+                                            self._data_insights_store())}  # may read (issue 15)
         pending = [w for _, w in state.values() if w is not None]
         window = min(pending) if pending else None
         units: list[list] = []

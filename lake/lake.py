@@ -117,9 +117,12 @@ class Lake:
                      billing_mode: str = "EXTENDABLE_RETENTION_PRICING", multi_region: bool = True,
                      organization: bool = False, max_event_size: str = limits.STANDARD,
                      kms_key_id: str | None = None, tags: list[dict] | None = None,
-                     start_ingestion: bool = True) -> Store:
+                     start_ingestion: bool = True, account_id: str | None = None,
+                     region: str | None = None) -> Store:
         """CreateEventDataStore. Defaults follow CloudTrail: all management events, termination
-        protection on, 366 days of retention (2,557 with FIXED_RETENTION_PRICING)."""
+        protection on, 366 days of retention (2,557 with FIXED_RETENTION_PRICING). `account_id`/`region`
+        go into the ARN (the owner; default the lake's): the API creates stores owned by the caller from
+        commit 0 on, so no other account ever sees them as its own."""
         if billing_mode not in DEFAULT_RETENTION:
             raise InvalidParameter(f"BillingMode must be one of {', '.join(DEFAULT_RETENTION)}")
         retention = validate_retention(retention_days if retention_days is not None
@@ -134,7 +137,8 @@ class Lake:
         store_id = str(uuid.uuid4())
         ts = now_iso()
         md = {
-            "EventDataStoreArn": f"arn:aws:cloudtrail:{self.region}:{self.account_id}:eventdatastore/{store_id}",
+            "EventDataStoreArn": f"arn:aws:cloudtrail:{region or self.region}:{account_id or self.account_id}:"
+                                 f"eventdatastore/{store_id}",
             "EventDataStoreId": store_id,
             "Name": name,
             "Status": ENABLED if start_ingestion else STOPPED,

@@ -29,6 +29,7 @@ from .delivery import DATA_INSIGHTS_FILE, STATE
 from .errors import NotFound
 from .selectors import selector_expr
 from .store import PENDING_DELETION
+from .api_stores import owner_account
 from .trails import Trail, TrailCatalog
 
 
@@ -85,7 +86,7 @@ def insights_store(lake: Any, trail: Trail, *, create: bool = True, state: dict 
         name = f"{trail.name[:100]}-data-insights-{trail.id[:8]}"  # the name is taken by another store
     except NotFound:
         pass
-    st = lake.create_store(name)
+    st = lake.create_store(name, account_id=trail.owner)  # the trail owner's: Insights of its data stay its own
     state["store"] = st.id
     _save(lake, trail, state)
     return st
@@ -97,7 +98,8 @@ def source_stores(lake: Any, trail: Trail, own: str | None = None) -> list:
     ids = trail.extension.get("Stores")
     own = own if own is not None else _state(lake, trail).get("store")
     return [st for st in lake.stores() if (ids is None or st.id in ids) and st.id != own
-            and st.metadata.get("Status") != PENDING_DELETION]  # a deleted store cannot be read until restored
+            and st.metadata.get("Status") != PENDING_DELETION  # a deleted store cannot be read until restored
+            and owner_account(lake, st.metadata) == trail.owner]  # only stores the owner may read (issue 15)
 
 
 def run(lake: Any, trail: Trail, start: datetime, end: datetime, *, params: I.Params = I.Params(),

@@ -96,6 +96,7 @@ InvalidInsightSelectors = _error("InvalidInsightSelectors", "InvalidInsightSelec
 InvalidHomeRegion = _error("InvalidHomeRegion", "InvalidHomeRegionException")
 InsightNotEnabled = _error("InsightNotEnabled", "InsightNotEnabledException")
 TrailConflict = _error("TrailConflict", "ConflictException")
+NotManagementAccount = _error("NotManagementAccount", "NotOrganizationMasterAccountException")
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -128,15 +129,66 @@ def check_bucket_name(bucket: Any) -> str:
     raise InvalidBucketName(f"Bucket name {bucket!r} is not valid: it must not be an IP address")
 
 
+def check_key_piece(value: str, what: str) -> str:
+    """A user-supplied piece of an object key (S3KeyPrefix, ...), validated so that it names the same place
+    on S3 and on a local folder and never leaves the destination: no leading `/`, no empty, `.` or `..`
+    segment, no backslash (a separator on some filesystems), no control character. InvalidPrefix otherwise."""
+    bad = None
+    if value.startswith("/"):
+        bad = "starts with /"
+    elif "\\" in value:
+        bad = "holds a backslash"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        bad = "holds a control character"
+    elif any(seg in ("", ".", "..") for seg in value.rstrip("/").split("/")):
+        bad = "has an empty, '.' or '..' path segment"
+    if bad:
+        raise InvalidPrefix(f"{what} {value[:MAX_PREFIX_CHARS]!r} is not a valid S3 key prefix: it {bad}")
+    return value
+
+
 def check_prefix(prefix: Any) -> str | None:
-    """S3KeyPrefix: at most 200 characters; empty means none."""
+    """S3KeyPrefix: at most 200 characters of a relative S3 key (check_key_piece); empty means none."""
     if prefix is None or prefix == "":
         return None
     if not isinstance(prefix, str) or len(prefix) > MAX_PREFIX_CHARS:
         raise InvalidPrefix(f"S3KeyPrefix must be at most {MAX_PREFIX_CHARS} characters, got {len(str(prefix))}")
-    if not prefix.strip("/") or "//" in prefix.strip("/"):
-        raise InvalidPrefix(f"S3KeyPrefix {prefix!r} is not a valid S3 key prefix")
-    return prefix
+    return check_key_piece(prefix, "S3KeyPrefix")
+
+
+def management_account(lake: Any) -> str:
+    """The account of the organization's management principal, the only one that may create or update
+    organization trails and event data stores. Lake has no AWS Organizations: every account of the lake is
+    in one organization whose management account is `$LAKE_MANAGEMENT_ACCOUNT_ID`, else the lake's own
+    account (`lake.account_id`, the account of the CLI and of stores it creates). Delegated administrators
+    do not exist yet."""
+    env = os.environ.get("LAKE_MANAGEMENT_ACCOUNT_ID")
+    return env if env and re.fullmatch(r"\d{12}", env) else lake.account_id
+
+
+def check_organization(lake: Any, account: str, what: str = "an organization trail") -> None:
+    """NotOrganizationMasterAccountException unless `account` is the management account."""
+    if account != management_account(lake):
+        raise NotManagementAccount(f"Account {account} is not the management account of the organization "
+                                   f"and cannot create or update {what}.")
+
+
+def store_owner(lake: Any, store_id: str) -> str | None:
+    """The account owning a store (api_stores.owner_account's rule); None for a store that cannot be read."""
+    from .api_stores import owner_account
+
+    try:
+        return owner_account(lake, lake.store(store_id, include_expired=True).metadata)
+    except (LakeError, OSError, ValueError):
+        return None
+
+
+def readable_stores(lake: Any, trail: Trail, store_ids: Iterable[str], also: str | None = None) -> list[str]:
+    """The stores among `store_ids` a trail delivers: only stores its owner may read (those of its owner
+    account, the rule every API handler applies), plus `also` (the trail's own data-Insights store). An
+    organization trail of the management account takes every recipient account *within* those stores; it
+    never reads another account's store."""
+    return [sid for sid in store_ids if sid == also or store_owner(lake, sid) == trail.owner]
 
 
 def parse_arn(ref: str) -> tuple[str, str, str] | None:
@@ -154,6 +206,8 @@ def default_organization_id(account: str) -> str:
     """`$LAKE_ORGANIZATION_ID`, else a stable made-up id for the owner account (Lake has no AWS Organizations)."""
     env = os.environ.get("LAKE_ORGANIZATION_ID")
     if env:
+        if not _ORG_RE.match(env):  # it becomes a key segment of every organization trail's files
+            raise TrailError(f"LAKE_ORGANIZATION_ID {env[:100]!r} is not an organization id (o-<10-32 a-z 0-9>)")
         return env
     return "o-" + hashlib.sha256(f"lake-organization:{account}".encode()).hexdigest()[:10]
 
@@ -326,8 +380,10 @@ class Trail:
 
     @property
     def key_prefix(self) -> str | None:
+        """S3KeyPrefix without surrounding slashes, checked again (check_key_piece) so that a trail written
+        before prefixes were validated fails its delivery instead of writing outside its bucket."""
         prefix = (self.doc.get("S3KeyPrefix") or "").strip("/")
-        return prefix or None
+        return check_key_piece(prefix, "S3KeyPrefix") if prefix else None
 
     @property
     def organization_id(self) -> str | None:
@@ -539,6 +595,8 @@ class TrailCatalog:
         check_name(name)
         check_bucket_name(bucket)
         prefix = check_prefix(prefix)
+        if organization:
+            check_organization(self.lake, owner)
         if multi_region and not include_global:
             raise InvalidCombination("Multi-Region trail must include global service events.")
         ext = _check_extension(self.lake, {**_default_extension(), **(lake_config or {})})
@@ -599,6 +657,8 @@ class TrailCatalog:
                 check_bucket(self.lake, bucket, trail.extension.get("Destination"))
         if prefix is not None:
             check_prefix(prefix)
+        if organization or (organization is None and trail.organization):
+            check_organization(self.lake, trail.owner)
         partition = trail.arn.split(":")[1]
 
         def fn(doc: dict) -> dict:
@@ -906,4 +966,5 @@ __all__ = ["Trail", "TrailCatalog", "TrailError", "TrailNotFound", "TrailExists"
            "InvalidCombination", "InvalidEventSelectors", "InvalidInsightSelectors", "InvalidHomeRegion",
            "InsightNotEnabled", "check_name", "check_event_selectors", "check_advanced_selectors",
            "basic_to_advanced", "map_bucket", "unmap_bucket", "bucket_target", "destination", "status",
-           "parse_arn", "trails_cli", "DEFAULT_EVENT_SELECTORS"]
+           "parse_arn", "trails_cli", "DEFAULT_EVENT_SELECTORS", "NotManagementAccount", "check_key_piece",
+           "management_account", "check_organization", "store_owner", "readable_stores"]
