@@ -64,6 +64,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import LakeError
 from .log import Log, now_iso, parse_iso
 from .schema import EVENT_SCHEMA
 from .selectors import selector_expr
@@ -77,6 +78,13 @@ except ImportError:  # pragma: no cover - only while digest.py does not exist
     DigestWriter = None  # type: ignore[assignment,misc]
 
 log = logging.getLogger("lake.delivery")
+
+
+class SegmentIntegrityError(LakeError):
+    """A segment's bytes differ from its manifest entry: delivery of the trail stops (nothing is written or
+    signed over those bytes) until the lake is repaired."""
+
+    code = "SegmentIntegrityError"
 
 MAX_FILE_BYTES = 50_000_000            # reference 3.4: 50 MB before compression
 BATCH_BYTES = 128 << 20                # eventjson bytes planned per batch (bounds memory)
@@ -267,6 +275,7 @@ class Deliverer:
         self._exprs: dict[int, pl.Expr] = {}
         self._footers: dict[tuple[str, str], list[int]] = {}
         self._data_store: tuple[str | None] | None = None
+        self._verified: tuple[tuple[str, str], pa.Buffer] | None = None
         self._load_history()
 
     # -- configuration history ---------------------------------------------------------------------------
@@ -358,12 +367,37 @@ class Deliverer:
             lo, hi = (mid, hi) if before(mid) else (lo, mid)
         return [hi, 0, 0]
 
-    def _footer(self, store_id: str, path: str) -> list[int]:
+    def _segment(self, store_id: str, version: int, index: int, path: str) -> pa.Buffer:
+        """The bytes of the segment that commit `version` added as its `index`-th entry, after checking them
+        against that manifest entry (SHA-256 and size): delivery signs what it delivers (digests), so it must
+        never use bytes it has not checked. The bytes hashed are the bytes parsed (no second read). The last
+        segment checked is kept: a plan takes a segment's row groups one after another."""
+        key = (store_id, path)
+        if self._verified is not None and self._verified[0] == key:
+            return self._verified[1]
+        got = self._log(store_id).read_commit(version)
+        adds = (got[0].get("add") or []) if got is not None else []
+        entry = adds[index] if index < len(adds) else None
+        if entry is None or entry.get("path") != path:
+            raise SegmentIntegrityError(f"stores/{store_id}: commit {version} no longer lists segment {path} "
+                                        f"as its entry {index}: the log was altered; run `lake verify`")
+        data = self.storage.read(f"stores/{store_id}/{path}")
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != entry.get("sha256") or len(data) != entry.get("bytes"):
+            raise SegmentIntegrityError(
+                f"segment {self.storage.uri_of(f'stores/{store_id}/{path}')} does not match its manifest entry "
+                f"in commit {version} (SHA-256 {digest[:16]}..., {len(data)} bytes; manifest "
+                f"{str(entry.get('sha256'))[:16]}..., {entry.get('bytes')} bytes): delivery stopped, nothing "
+                "signed; run `lake verify`")
+        buf = pa.py_buffer(data)
+        self._verified = (key, buf)
+        return buf
+
+    def _footer(self, store_id: str, path: str, version: int, index: int) -> list[int]:
         """Uncompressed eventjson bytes of each row group of a segment (the batch budget's unit)."""
         key = (store_id, path)
         if key not in self._footers:
-            with self.storage.open_read(f"stores/{store_id}/{path}") as f:
-                md = pq.ParquetFile(f).metadata
+            md = pq.ParquetFile(pa.BufferReader(self._segment(store_id, version, index, path))).metadata
             names = [md.schema.column(i).name for i in range(md.num_columns)]
             col = names.index("eventjson") if "eventjson" in names else None
             self._footers[key] = [md.row_group(i).column(col).total_uncompressed_size if col is not None
@@ -419,7 +453,7 @@ class Deliverer:
                 commit = lg.read_commit(v)[0]
                 adds = commit["add"]
                 while a < len(adds) and budget > 0:
-                    sizes = self._footer(sid, adds[a]["path"])
+                    sizes = self._footer(sid, adds[a]["path"], v, a)
                     if r < len(sizes):
                         units.append([sid, v, a, r, adds[a]["path"], commit["timestamp"], commit["operation"]])
                         budget -= max(sizes[r], 1)
@@ -441,12 +475,11 @@ class Deliverer:
     def _rows(self, unit: list) -> pl.DataFrame:
         """The rows of one unit the trail delivers, each judged by the configuration in effect when Lake
         received it."""
-        sid, _, _, rg, path, committed, operation = unit
+        sid, version, index, rg, path, committed, operation = unit
         ts = parse_iso(committed)
-        with self.storage.open_read(f"stores/{sid}/{path}") as f:
-            pf = pq.ParquetFile(f)
-            names = set(pf.schema_arrow.names)
-            table = pf.read_row_group(rg, columns=[c for c in _COLUMNS if c in names])
+        pf = pq.ParquetFile(pa.BufferReader(self._segment(sid, version, index, path)))
+        names = set(pf.schema_arrow.names)
+        table = pf.read_row_group(rg, columns=[c for c in _COLUMNS if c in names])
         for c in _COLUMNS:
             if c not in table.column_names:  # a segment written before the column existed
                 table = table.append_column(c, pa.nulls(table.num_rows, EVENT_SCHEMA.field(c).type))
@@ -609,6 +642,7 @@ class Deliverer:
         with lock:
             self._load_history()
             self._data_store = None  # re-read once per run: the trail may have got one since the last
+            self._verified = None  # bytes are checked again by every run
             self._save_status(LatestDeliveryAttemptTime=now_iso())
             try:
                 chains = self._chains()
@@ -718,6 +752,28 @@ def deliver_all(lake: Any, now: datetime | None = None, **kwargs: Any) -> list[D
     return out
 
 
+def undelivered_from(lake: Any) -> dict[str, int]:
+    """Per store id, the oldest commit some trail has still to deliver (its segments are read by delivery even
+    after compaction or retention retired them, so `lake verify` checks them). Trails that never logged or
+    have finished are left out."""
+    catalog = TrailCatalog(lake)
+    out: dict[str, int] = {}
+    for owner, region, name, trail_id in catalog.incarnations():
+        if lake.storage.exists(f"{STATE}/{trail_id}/finished"):
+            continue
+        history = catalog.history(owner, region, name, trail_id)
+        if not history or not windows_of(history):
+            continue
+        d = Deliverer(lake, history[-1], digests=False)
+        n, rec = d.cursor()
+        plan = d._read_json(d._batch_path(n + 1, intent=True))
+        positions = (plan or {}).get("from") or rec.get("to") or {}
+        for sid in lake.storage.list_dirs("stores"):
+            pos = positions.get(sid) or d._initial_position(sid)
+            out[sid] = min(out.get(sid, pos[0]), pos[0])
+    return out
+
+
 def delivery_interval() -> float:
     try:
         return float(os.environ.get("LAKE_DELIVERY_INTERVAL", DEFAULT_INTERVAL))
@@ -774,5 +830,5 @@ def start_delivery_thread(lake: Any, stop_event: threading.Event, interval: floa
     return DeliveryService(lake, interval, stop_event).start().thread
 
 
-__all__ = ["Deliverer", "DeliveryReport", "DeliveryService", "deliver_all", "start_delivery_thread", "log_key",
+__all__ = ["SegmentIntegrityError", "undelivered_from", "Deliverer", "DeliveryReport", "DeliveryService", "deliver_all", "start_delivery_thread", "log_key",
            "unique_string", "envelope", "split_records", "windows_of", "MAX_FILE_BYTES", "DEFAULT_INTERVAL"]

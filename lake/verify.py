@@ -8,12 +8,20 @@ equals the number of distinct (eventid, recipientaccountid) keys.
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import orjson
 
 from . import segments
-from .log import Log, LogError, Snapshot, apply_commit, commit_is_canonical, sha256_hex
+from .errors import InvalidParameter
+from .log import Log, LogError, Snapshot, apply_commit, commit_is_canonical, parse_iso, sha256_hex
+from .maintenance import DEFAULT_GRACE
+
+log = logging.getLogger("lake.verify")
 
 _CHECKPOINT_SUFFIX = ".checkpoint.parquet"
 
@@ -57,6 +65,10 @@ class StoreReport:
     bytes_hashed: int = 0
     events_without_id: int = 0
     orphans: int = 0  # files of aborted writers, declared by an intent: not a finding
+    head: str = ""  # "<version>:<sha256>" of the newest commit: record it, check later with --expect-head
+    anchor: str = "none"  # what outside the lake the chain was checked against (see Anchors)
+    signed_version: int = -1  # newest version whose head carries a trusted signature
+    retired_checked: int = 0  # retired segments still referenced whose SHA-256 was checked
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -68,11 +80,181 @@ class StoreReport:
                 "commits": self.commits, "segments": self.segments, "events": self.events,
                 "distinct_events": self.distinct_events,
                 "events_without_id": self.events_without_id, "bytes_hashed": self.bytes_hashed,
-                "orphans": self.orphans, "findings": [f.as_dict() for f in self.findings]}
+                "orphans": self.orphans, "head": self.head, "anchor": self.anchor,
+                "signed_version": self.signed_version, "retired_checked": self.retired_checked,
+                "findings": [f.as_dict() for f in self.findings]}
 
 
-def verify_store(lake, store_id: str, progress=None) -> StoreReport:
-    """Verify one store by id. Never raises for damage: everything found is a Finding."""
+@dataclass
+class Anchors:
+    """What a store is checked against beyond its own files (docs/security.md, "anchors").
+
+    - `trusted`: chain-head public keys held elsewhere (`--trusted-key`): the newest commit must carry a valid
+      signature by one of them, and no signed head may disagree with the chain. Without `--trusted-key`, the
+      local key store's head keys are used when this machine has them; a store whose head that key store
+      never signed (made before heads were signed) is then not required to carry a signature.
+    - `strict`: heads must be signed (True with `--trusted-key`, or when the key store recorded a head).
+    - `expect`: heads the caller recorded elsewhere (`--expect-head`): per store id or name (None = any
+      store), (version or None, hash); the chain must reach each.
+    - `keystore`: the local key store (lake/keys.py), whose record of the newest head it signed per store
+      must be reached by the chain: a rewritten or truncated history cannot reach it.
+    - `grace` / `now` / `undelivered`: which retired segments are still referenced (vacuum's grace period;
+      the oldest commit each store's trails have not delivered yet).
+    """
+
+    trusted: dict[str, Any] = field(default_factory=dict)
+    strict: bool = False
+    expect: dict[str | None, list[tuple[int | None, str]]] = field(default_factory=dict)
+    keystore: Any = None
+    grace: timedelta = DEFAULT_GRACE
+    now: datetime | None = None
+    undelivered: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, lake: Any, trusted_key: str | None = None, expect_heads: list[str] | None = None,
+             grace: timedelta = DEFAULT_GRACE, now: datetime | None = None) -> Anchors:
+        """Anchors from the CLI's options; LakeError with one line for a malformed option."""
+        from .keys import key_dir_for, keyring_for_storage, load_trusted_head_keys
+
+        a = cls(grace=grace, now=now)
+        if trusted_key:
+            try:
+                a.trusted = load_trusted_head_keys(trusted_key)
+            except (ValueError, OSError) as e:
+                raise InvalidParameter(str(e).splitlines()[0]) from None
+            a.strict = True
+        if os.path.isdir(key_dir_for(lake.storage)):
+            a.keystore = keyring_for_storage(lake.storage)
+            if not trusted_key:
+                try:
+                    a.trusted = a.keystore.head_public_keys()
+                except (ValueError, OSError):
+                    a.trusted = {}
+        for spec in expect_heads or []:
+            store, _, head = spec.rpartition("=")
+            version_s, _, digest = head.rpartition(":")
+            digest = digest.strip().lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) or \
+                    (version_s and not version_s.isdigit()):
+                raise InvalidParameter(f"--expect-head {spec!r}: use [STORE=][VERSION:]SHA256 (64 hex digits), "
+                                       "as `lake verify` prints it")
+            a.expect.setdefault(store or None, []).append((int(version_s) if version_s else None, digest))
+        try:
+            from .delivery import undelivered_from
+
+            a.undelivered = undelivered_from(lake)
+        except Exception as e:  # noqa: BLE001 - a broken trail state must not stop verification
+            log.warning("could not read the trails' delivery cursors: %s", str(e).splitlines()[0] if str(e) else e)
+        return a
+
+
+def _check_retired(storage, prefix: str, report: StoreReport, live: dict, added: dict, retired_at: dict,
+                   anchors: Anchors) -> None:
+    """Retired segments that a reader may still use must still be what their manifest entry says: those a
+    snapshot within vacuum's grace period references (a query or export that started before the retiring
+    commit), and those a trail has not delivered yet (delivery reads every added segment, retired or not)."""
+    now = anchors.now or datetime.now(timezone.utc)
+    horizon = now - anchors.grace
+    store_id = prefix.rsplit("/", 1)[-1]
+    first_undelivered = anchors.undelivered.get(store_id)
+    for rel, ts in sorted(retired_at.items()):
+        if rel in live or rel not in added:
+            continue
+        version, entry = added[rel]
+        why = []
+        try:
+            if ts is not None and parse_iso(ts) >= horizon:
+                why.append(f"snapshots within the {anchors.grace.days}-day vacuum grace period")
+        except ValueError:
+            why.append("snapshots within the vacuum grace period")
+        if first_undelivered is not None and version >= first_undelivered:
+            why.append("a trail that has not delivered it yet")
+        if not why:
+            continue
+        full = f"{prefix}/{rel}"
+        try:
+            digest, size = segments.file_sha256(storage, full)
+        except FileNotFoundError:
+            continue  # vacuum may delete retired files with a shorter grace; a reader then fails loudly
+        report.retired_checked += 1
+        report.bytes_hashed += size
+        if digest != entry["sha256"] or size != entry["bytes"]:
+            report.findings.append(Finding(
+                "tampered", full, f"retired segment still referenced by {' and '.join(why)}: SHA-256/size differ "
+                                  f"from the manifest of commit {version} ({size} bytes vs {entry['bytes']})"))
+
+
+def _check_anchors(storage, prefix: str, store_id: str, report: StoreReport, hashes: dict[int, str],
+                   anchors: Anchors) -> None:
+    """The store's chain against what is held outside the lake: signed heads, the key store's record of the
+    newest head it signed, and heads the caller expects."""
+    from .keys import verify_head
+
+    head_v = max(hashes) if hashes else -1
+    add = report.findings.append
+    checked: list[str] = []
+    recorded = anchors.keystore.recorded_head(store_id) if anchors.keystore is not None else None
+    if recorded is not None:
+        checked.append("key store record")
+        v, h = recorded
+        if hashes.get(v) != h:
+            add(Finding("chain", f"{prefix}/_log/{v:020d}.json",
+                        f"the chain does not reach commit {v}:{h}, the newest head this lake's key store signed: "
+                        + ("the commits were rewritten" if v in hashes else "history was truncated")))
+    if anchors.trusted:
+        strict = anchors.strict or recorded is not None
+        checked.append("trusted key" if anchors.strict else "key store keys")
+        matched: set[int] = set()
+        conflicts: dict[int, str] = {}
+        for f in storage.list(f"{prefix}/_heads"):
+            name = f.path.rsplit("/", 1)[-1]
+            version_s, _, rest = name.partition("-")
+            if not (version_s.isdigit() and rest.endswith(".json")):
+                continue
+            try:
+                rec = orjson.loads(storage.read(f.path))
+            except (FileNotFoundError, orjson.JSONDecodeError):
+                continue
+            if not isinstance(rec, dict) or rec.get("store") != store_id or rec.get("version") != int(version_s) \
+                    or rec.get("hash") != rest[:-5]:
+                continue  # not a head of this store at this place: never trusted
+            if rec.get("fingerprint") in anchors.trusted and not verify_head(rec, anchors.trusted):
+                add(Finding("tampered", f.path, "signed head whose signature by a trusted key does not verify"))
+                continue
+            if not verify_head(rec, anchors.trusted):
+                continue  # signed by a key we do not trust: proves nothing
+            v = rec["version"]
+            if hashes.get(v) == rec["hash"]:
+                matched.add(v)
+            elif v in hashes:
+                conflicts[v] = rec["hash"]
+        for v in sorted(set(conflicts) - matched):
+            add(Finding("chain", f"{prefix}/_log/{v:020d}.json",
+                        f"commit {v} is not the commit the key store signed ({conflicts[v][:16]}...): the history "
+                        "was rewritten"))
+        report.signed_version = max(matched) if matched else -1
+        if strict and head_v >= 0 and head_v not in matched:
+            add(Finding("chain", f"{prefix}/_log/{head_v:020d}.json",
+                        f"the newest commit {head_v} carries no signature by a trusted key (newest signed: "
+                        f"{report.signed_version}): commits after it were added or rewritten without the key"))
+    for ref in (None, store_id, report.store):
+        for v, h in anchors.expect.get(ref, []):
+            checked.append("expected head")
+            if v is not None and hashes.get(v) != h:
+                add(Finding("chain", f"{prefix}/_log/{v:020d}.json",
+                            f"expected head {v}:{h} not reached: commit {v} "
+                            + ("differs: the history was rewritten" if v in hashes else
+                               f"does not exist (head is {head_v}): the history was truncated")))
+            elif v is None and h not in hashes.values():
+                add(Finding("chain", prefix, f"expected head {h} is not in the chain: the history was rewritten "
+                                             "or truncated"))
+    report.anchor = ", ".join(dict.fromkeys(checked)) or "none"
+
+
+def verify_store(lake, store_id: str, progress=None, anchors: Anchors | None = None) -> StoreReport:
+    """Verify one store by id. Never raises for damage: everything found is a Finding. `anchors` says what
+    outside the store's own files to check it against (default: the local key store, if any)."""
+    anchors = anchors if anchors is not None else Anchors.load(lake)
     storage = lake.storage
     prefix = f"stores/{store_id}"
     report = StoreReport(store="?", id=store_id)
@@ -87,6 +269,9 @@ def verify_store(lake, store_id: str, progress=None) -> StoreReport:
     committed_txns: set[str] = set()
     v = 0
     states: dict[int, Snapshot] = {}
+    hashes: dict[int, str] = {}                 # version -> SHA-256 of the commit (the chain head at v)
+    added: dict[str, tuple[int, dict]] = {}    # segment path -> (commit that added it, its manifest entry)
+    retired_at: dict[str, str | None] = {}     # segment path -> timestamp of the commit that retired it
     while True:
         path = f"{prefix}/_log/{v:020d}.json"
         if path not in log_files:
@@ -100,10 +285,14 @@ def verify_store(lake, store_id: str, progress=None) -> StoreReport:
         except (orjson.JSONDecodeError, LogError, KeyError, TypeError, ValueError) as e:
             add(Finding("chain", path, f"commit {v} cannot be applied: {str(e).splitlines()[0]}"))
             break
+        hashes[v] = snap.head_hash
         if commit.get("txn"):
             committed_txns.add(commit["txn"])
+        for p in commit.get("remove") or []:
+            retired_at[p] = commit.get("timestamp")
         for e in commit.get("add") or []:
             committed.add(e["path"])
+            added[e["path"]] = (v, e)
             if _txn_of(e["path"]):
                 committed_txns.add(_txn_of(e["path"]))
         if v in cp_versions:
@@ -114,6 +303,7 @@ def verify_store(lake, store_id: str, progress=None) -> StoreReport:
         add(Finding("missing", f"{prefix}/_log/{0:020d}.json", "the store has no readable commit 0"))
         return report
     report.version = snap.version
+    report.head = f"{snap.version}:{snap.head_hash}"
     report.store = snap.metadata.get("Name", "?")
     later = [p for p in log_files if p.endswith(".json") and p.rsplit("/", 1)[1][:-5].isdigit()
              and int(p.rsplit("/", 1)[1][:-5]) >= v]
@@ -215,7 +405,13 @@ def verify_store(lake, store_id: str, progress=None) -> StoreReport:
         add(Finding("duplicates", prefix, f"{in_partition_dups} events repeat an (eventID, recipientAccountId) "
                                           "key within one partition"))
 
-    # 4. files nobody accounts for
+    # 3b. retired segments that something may still read
+    _check_retired(storage, prefix, report, live, added, retired_at, anchors)
+
+    # 4. anchors: signed heads, the key store's record, heads the caller expects
+    _check_anchors(storage, prefix, store_id, report, hashes, anchors)
+
+    # 5. files nobody accounts for
     intents = set()
     for f in storage.list(f"{prefix}/_txn"):
         try:
@@ -244,17 +440,24 @@ def verify_catalog(lake) -> list[Finding]:
     return out
 
 
-def verify(lake, store_ref: str | None = None, progress=None) -> dict:
-    """Verify one store (by name/id/ARN) or every store. `ok` is False on any finding."""
+def verify(lake, store_ref: str | None = None, progress=None, *, trusted_key: str | None = None,
+           expect_heads: list[str] | None = None, grace: timedelta = DEFAULT_GRACE) -> dict:
+    """Verify one store (by name/id/ARN) or every store. `ok` is False on any finding. `trusted_key` (a PEM
+    file or a directory of them) and `expect_heads` (`[STORE=][VERSION:]SHA256`) anchor the check outside
+    the lake (see Anchors)."""
+    anchors = Anchors.load(lake, trusted_key, expect_heads, grace)
+    if expect_heads and not store_ref and None in anchors.expect and len(lake.storage.list_dirs("stores")) > 1:
+        raise InvalidParameter("--expect-head without STORE= needs --store when the lake has more than one store")
     if store_ref:
         ids = [lake.store(store_ref, include_expired=True).id]
         catalog: list[Finding] = []
     else:
-        ids = lake.storage.list_dirs("stores")
+        gone = lake.purging()  # a purge that began (and maybe crashed) has deleted the store: vacuum ends it
+        ids = [sid for sid in lake.storage.list_dirs("stores") if sid not in gone]
         catalog = verify_catalog(lake)
-    reports = [verify_store(lake, sid, progress) for sid in ids]
+    reports = [verify_store(lake, sid, progress, anchors) for sid in ids]
     ok = all(r.ok for r in reports) and not catalog
     return {"ok": ok, "stores": [r.as_dict() for r in reports], "catalog": [f.as_dict() for f in catalog]}
 
 
-__all__ = ["verify", "verify_store", "Finding", "StoreReport"]
+__all__ = ["verify", "verify_store", "Finding", "StoreReport", "Anchors"]

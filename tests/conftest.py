@@ -16,6 +16,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 EXTERNAL = Path(os.environ.get("LAKE_EXTERNAL_DATA", REPO.parent / "shared" / "datasets" / "external"))
 
+# Key stores (lake/keys.py) live outside the lake, by default under ~/.config/lake/keys/<lake-id>: tests keep
+# theirs in one temporary root instead (set here, before anything runs, so server and CLI subprocesses inherit
+# it). A test that needs its own key directory sets LAKE_KEY_DIR.
+if not os.environ.get("LAKE_KEY_HOME"):
+    import tempfile as _tempfile
+
+    os.environ["LAKE_KEY_HOME"] = _tempfile.mkdtemp(prefix="lake-test-keys-")
+
 
 def load_external() -> dict[str, list]:
     """Every record of the external data sets, by data set, exactly as parsed from the files."""

@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import json
 import os
+from pathlib import Path
 import stat
 from datetime import datetime, timedelta, timezone
 
@@ -234,14 +235,21 @@ def test_fingerprint_and_pkcs1_encoding(lake):
 
 
 def test_private_keys_are_never_world_readable(lake, tmp_path, monkeypatch):
-    key = KeyRing(lake).signing_key(REGION, T0)
-    path = tmp_path / "lake" / "_keys" / REGION / "private" / f"{key.fingerprint}.pem"
+    """Private keys live in the key store outside the lake (lake/keys.py), 0600 in 0700 directories; the lake
+    holds public halves only."""
+    ring = KeyRing(lake)
+    key = ring.signing_key(REGION, T0)
+    path = Path(ring.key_dir) / REGION / f"{key.fingerprint}.pem"
+    assert not str(path).startswith(str(tmp_path / "lake"))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(Path(ring.key_dir).stat().st_mode) == 0o700
     assert b"PRIVATE KEY" in path.read_bytes()
+    assert not list((tmp_path / "lake").rglob("*.pem")) or \
+        all(b"PRIVATE" not in p.read_bytes() for p in (tmp_path / "lake").rglob("*.pem"))
     public = tmp_path / "lake" / "_keys" / REGION / f"{key.fingerprint}.json"
     assert b"PRIVATE" not in public.read_bytes()
-    monkeypatch.setenv("LAKE_PRIVATE_KEYS_DIR", str(tmp_path / "secrets"))
+    monkeypatch.setenv("LAKE_PRIVATE_KEYS_DIR", str(tmp_path / "secrets"))  # the old name still works
     other = KeyRing(lake).signing_key("eu-west-1", T0)
     outside = tmp_path / "secrets" / "eu-west-1" / f"{other.fingerprint}.pem"
     assert stat.S_IMODE(outside.stat().st_mode) == 0o600
@@ -291,8 +299,9 @@ def test_list_public_keys_handler(lake):
 
 
 def test_corrupt_public_key_file_is_named(lake, tmp_path):
-    KeyRing(lake).signing_key(REGION, T0)
-    bad = tmp_path / "lake" / "_keys" / REGION / "deadbeef.json"
+    ring = KeyRing(lake)
+    ring.signing_key(REGION, T0)
+    bad = Path(ring.key_dir) / REGION / "deadbeef.json"
     bad.write_text("{}")
     with pytest.raises(ValueError, match="deadbeef.json is corrupt"):
         KeyRing(lake).public_keys(REGION, T0, T0)
