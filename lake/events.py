@@ -194,8 +194,8 @@ def convert(records: Iterable[Any], *, size_mode: str = limits.STANDARD, locatio
             text = compact_json(bytes(rec) if not isinstance(rec, str) else rec.encode())
             try:
                 rec = orjson.loads(text)
-            except orjson.JSONDecodeError as e:
-                rejects.append(Reject(i, "InvalidJson", f"record is not valid JSON: {e}", location))
+            except (orjson.JSONDecodeError, RecursionError) as e:
+                rejects.append(_json_reject(i, text, e, location))
                 continue
         if type(rec) is not dict:
             rejects.append(Reject(i, "NotAnObject", f"record is a JSON {type(rec).__name__}, not an object",
@@ -220,10 +220,12 @@ def convert(records: Iterable[Any], *, size_mode: str = limits.STANDARD, locatio
         jsons.append(raw.decode())
 
     times = parse_timestamps([_text(r.get("eventTime")) for r in kept])
-    bad = times.is_null().to_list()
-    if any(bad):
+    far = _outside_bounds(times)
+    bad_s = times.is_null() | far
+    if bad_s.any():
+        bad, far_l = bad_s.to_list(), far.to_list()
         good_recs, good_idx, good_json = [], [], []
-        for r, i, j, b in zip(kept, idx, jsons, bad):
+        for r, i, j, b, f in zip(kept, idx, jsons, bad, far_l):
             if not b:
                 good_recs.append(r); good_idx.append(i); good_json.append(j)
                 continue
@@ -231,10 +233,11 @@ def convert(records: Iterable[Any], *, size_mode: str = limits.STANDARD, locatio
             if t is None:
                 rejects.append(Reject(i, "MissingEventTime", "record has no eventTime", location))
             else:
-                rejects.append(Reject(i, "InvalidEventTime", f"eventTime {_text(t)[:40]!r} is not a timestamp",
+                rejects.append(_range_reject(i, _text(t), location) if f else
+                               Reject(i, "InvalidEventTime", f"eventTime {_text(t)[:40]!r} is not a timestamp",
                                       location))
         kept, idx, jsons = good_recs, good_idx, good_json
-        times = times.filter(~pl.Series(bad, dtype=pl.Boolean))
+        times = times.filter(~bad_s)
     rejects.sort(key=lambda r: r.index)
     return Converted(_to_table(kept, jsons, times.to_arrow()), rejects, idx, truncated)
 
@@ -290,6 +293,19 @@ def _to_table(recs: list[dict], jsons: list[str], eventtime: pa.Array) -> pa.Tab
     return pa.table([cols[f.name] for f in schema.EVENT_SCHEMA], schema=schema.EVENT_SCHEMA)
 
 
+def _json_reject(index: int, text: bytes, error: Exception, location: str) -> Reject:
+    """The reject for a record orjson refused. Text that is not UTF-8 is reported as such, with the offset of
+    the first bad byte (orjson's own message, "surrogates not allowed", names neither)."""
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text.decode("utf-8")
+        except UnicodeDecodeError as u:
+            bad = text[u.start:u.start + 4].hex(" ")
+            return Reject(index, "InvalidUtf8", f"record is not valid UTF-8: byte {u.start:,} starts an invalid "
+                                                f"sequence ({bad})", location)
+    return Reject(index, "InvalidJson", f"record is not valid JSON: {error}", location)
+
+
 def compact_json(raw: bytes) -> bytes:
     """A received record's JSON text without insignificant whitespace; strings and numbers untouched.
 
@@ -300,7 +316,7 @@ def compact_json(raw: bytes) -> bytes:
     if b"\n" in raw or b"\r" in raw or raw[:1].isspace() or raw[-1:].isspace():
         try:
             return msgspec.json.format(raw, indent=-1)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             return raw  # invalid JSON: left for the caller to reject with its parse error
     return raw
 
@@ -422,19 +438,22 @@ def convert_raw(raws: list, *, size_mode: str = limits.STANDARD, location: str =
         # webIdFederationData.attributes is the one map inside userIdentity (the fast reader skips it);
         # assumed-role records carry an empty `"webIdFederationData":{}`, which needs no parse.
         webid_in = set(_records_matching(_WEBID_ATTRS, nd, raws)) if b"webIdFederationData" in nd else set()
-    except (pa.ArrowException, msgspec.DecodeError, msgspec.ValidationError, ValueError):
+    except (pa.ArrowException, msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
         return convert(raws, size_mode=size_mode, location=location, field_caps=False)
     tb = tb.combine_chunks()
     times = _parse_times(tb.column("eventTime"))
-    good = times.is_not_null()
+    far = _outside_bounds(times)
+    good = times.is_not_null() & ~far
     rejects: list[Reject] = []
     idx = list(range(len(raws)))
     if not bool(good.all()):
         bad_times = tb.column("eventTime").to_pylist()
+        far_l = far.to_list()
         for i, ok in enumerate(good.to_list()):
             if not ok:
                 t = bad_times[i]
                 rejects.append(Reject(i, "MissingEventTime", "record has no eventTime", location) if t is None
+                               else _range_reject(i, t, location) if far_l[i]
                                else Reject(i, "InvalidEventTime", f"eventTime {t[:40]!r} is not a timestamp",
                                            location))
         mask = good.to_arrow()
@@ -499,6 +518,20 @@ def _categories(category: Any, etype: Any, management: Any) -> pa.Array:
     return cat.to_arrow().cast(pa.string())
 
 
+def _outside_bounds(times: pl.Series) -> pl.Series:
+    """True where a parsed eventTime lies outside the accepted range (limits.EARLIEST_EVENT_TIME to
+    limits.MAX_FUTURE_EVENT_TIME past now); false where it is null. One vectorised comparison: such a record
+    would otherwise be stored under a partition date no later code can handle (year 10000) or never expire."""
+    if times.len() == 0:
+        return pl.Series("far", [], dtype=pl.Boolean)
+    return ((times < limits.EARLIEST_EVENT_TIME) | (times > limits.latest_event_time())).fill_null(False)
+
+
+def _range_reject(index: int, text: str, location: str) -> Reject:
+    return Reject(index, "InvalidEventTime", f"eventTime {text[:40]!r} is outside the accepted range "
+                                             f"({limits.event_time_range_text()})", location)
+
+
 def _time_rejects(times: pa.Array, texts: pa.Array, location: str) -> list[Reject]:
     """One reject per record whose eventTime is missing or unparseable (`texts`: the received values)."""
     bad = np.flatnonzero(times.is_null().to_numpy(zero_copy_only=False))
@@ -530,10 +563,15 @@ def _convert_scanned(raws: list[bytes], location: str, max_bytes: int) -> Conver
         return None
     times = keys["eventTime"]
     rejects = _time_rejects(times, keys["eventTime:text"], location) if times.null_count else []
+    far = _outside_bounds(pl.from_arrow(times)).to_numpy()
+    if far.any():
+        texts = keys["eventTime:text"].take(np.flatnonzero(far)).to_pylist()
+        rejects = sorted(rejects + [_range_reject(int(i), t, location) for i, t in zip(np.flatnonzero(far), texts)],
+                         key=lambda r: r.index)
     if rejects and recordscan.scan([raws[r.index] for r in rejects], recordscan.TIME_SPEC) is None:
         return None  # a rejected record that is not valid JSON: the Python path says so
     idx = np.arange(len(raws))
-    good = times.is_valid() if rejects else None
+    good = pa.array(times.is_valid().to_numpy(zero_copy_only=False) & ~far) if rejects else None
     if good is not None:
         idx = idx[good.to_numpy(zero_copy_only=False)]
         times = times.filter(good)

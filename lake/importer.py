@@ -33,12 +33,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import recordscan, segments
+from . import limits, recordscan, segments
 from .errors import InvalidParameter, NotFound
-from .events import compact_json, convert_raw
+from .events import Converted, Reject, compact_json, convert_raw
 from .log import now_iso
 from .schema import TIMESTAMP
-from .sources import LogObject, in_window, list_source, read_object, utc
+from .sources import LogObject, ObjectTooLarge, in_window, list_source, read_object, utc
 from .storage import Storage
 from .store import Pending, Store, keys_of, _dedupe_batch
 
@@ -55,6 +55,7 @@ class ImportStatistics:
     PrefixesCompleted: int = 0
     FilesFound: int = 0
     FilesCompleted: int = 0
+    FilesFailed: int = 0  # not read at all (unreadable, damaged, too large, not a regular file): see failures
     FilesAlreadyImported: int = 0
     FilesOutsideTimeRange: int = 0
     DigestFilesSkipped: int = 0
@@ -95,22 +96,17 @@ _ENVELOPE = msgspec.json.Decoder(_Envelope)
 _ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def split_raw(data: bytes, name: str) -> list[bytes]:
+def split_raw(data: bytes, name: str, max_bytes: int | None = None) -> list[bytes]:
     """Compact JSON texts (as `events.compact_json` makes them) of the records in one log file's bytes,
     without building Python objects: CloudTrail's own `{"Records": [...]}` layout through the C scanner when
-    it is built, anything else (and anything it declines) through msgspec."""
-    from .trailfiles import TrailFileError, decode_bytes
+    it is built, anything else (and anything it declines) through msgspec. At most `max_bytes` are
+    decompressed (`limits.MAX_OBJECT_BYTES` by default; a zip archive's members count together): past it
+    `trailfiles.ObjectTooLarge`."""
+    from .trailfiles import decode_bytes, zip_members
 
     if data[:4] == b"PK\x03\x04":
-        import io
-        import zipfile
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as z:
-                return [r for m in sorted(z.namelist()) if not m.endswith("/")
-                        for r in split_raw(z.read(m), f"{name}!{m}")]
-        except zipfile.BadZipFile as e:
-            raise TrailFileError(f"{name}: zip archive is damaged ({e})") from None
-    data = decode_bytes(data, name)
+        return [r for member, body in zip_members(data, name, max_bytes) for r in split_raw(body, member, max_bytes)]
+    data = decode_bytes(data, name, max_bytes)
     recs = recordscan.split(data)
     return recs if recs is not None else [compact_json(r) for r in _split_python(data, name)]
 
@@ -129,17 +125,45 @@ def _split_python(data: bytes, name: str) -> list[bytes]:
                 pass  # NDJSON lines, handled below
         elif head == b"[":
             return [bytes(r) for r in _ARRAY.decode(data)]
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # too deep for msgspec: orjson's reader reports it below
         pass
     return [r if isinstance(r, (bytes, bytearray)) else orjson.dumps(r) for r in decode(data, name)]
 
 
-def _worker_init() -> None:
-    """Keep a worker's freed memory for reuse (glibc only). A chunk allocates tens of MB of column buffers;
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the import process that started it dies. A pool worker blocks reading its task
+    queue, and it holds that queue's write end too, so a SIGKILLed parent never gives it EOF: it lived on
+    forever. Linux: the kernel sends SIGKILL on the parent's death (PR_SET_PDEATHSIG); everywhere: a daemon
+    thread that notices the worker was re-parented (also covers a parent that died before prctl ran)."""
+    import signal
+    import threading
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError, TypeError):  # not Linux
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lake-import-parent-watch", daemon=True).start()
+
+
+def _worker_init(parent: int | None = None) -> None:
+    """Tie the worker's life to its parent's (`_die_with_parent`), and keep a worker's freed memory for
+    reuse (glibc only). A chunk allocates tens of MB of column buffers;
     by default glibc returns each to the kernel and the next chunk faults fresh pages in, which cost ~1 us
     per event (measured: the C scan of a 13k-event chunk 2.7 -> 1.5 us per event)."""
     import gc
 
+    if parent is not None:
+        _die_with_parent(parent)
     gc.freeze()  # the modules loaded so far are never garbage: collections stop walking them
     try:
         import ctypes
@@ -161,16 +185,25 @@ def _process_chunk(task: dict) -> dict:
     owners: list[int] = []  # object index per raw record
     files = []
     bytes_read = 0
+    cap = task.get("max_object_bytes")
     for n, obj in enumerate(task["objects"]):
         try:
-            data = read_object(obj["uri"], task["storage_options"])
+            if cap is not None and obj["size"] > cap:
+                raise ObjectTooLarge(f"{obj['size']:,} bytes; the import limit per object is {cap:,} bytes "
+                                     "(LAKE_IMPORT_MAX_OBJECT_BYTES)")
+            data = read_object(obj["uri"], task["storage_options"], cap)
+        except ObjectTooLarge as e:
+            failures.append(_failure(obj["key"], e.code, str(e)))
+            files.append({**obj, "events": 0, "ok": False})
+            continue
         except (OSError, ValueError) as e:
             failures.append(_failure(obj["key"], "ReadError", f"cannot read object: {e}"))
             files.append({**obj, "events": 0, "ok": False})
             continue
         bytes_read += len(data)
         try:
-            recs = split_raw(data, obj["key"])
+            recs = split_raw(data, obj["key"], cap)
+            del data  # the records are copies: free the file's bytes before converting
             if len(recs) == 1 and _is_digest(recs[0]):
                 files.append({**obj, "events": 0, "ok": True, "digest": True})
                 continue
@@ -181,10 +214,17 @@ def _process_chunk(task: dict) -> dict:
             failures.append(_failure(obj["key"], getattr(e, "code", "InvalidLogFile"), str(e)))
             files.append({**obj, "events": 0, "ok": False})
             continue
+        except Exception as e:  # noqa: BLE001 - one object must never stop the import: it fails alone
+            failures.append(_failure(obj["key"], "InvalidLogFile", f"cannot decode object: {type(e).__name__}: {e}"))
+            files.append({**obj, "events": 0, "ok": False})
+            continue
         raws.extend(recs)
         owners.extend([n] * len(recs))
         files.append({**obj, "events": 0, "ok": True})
-    conv = convert_raw(raws, size_mode=task["size_mode"], compacted=True)
+    try:
+        conv = convert_raw(raws, size_mode=task["size_mode"], compacted=True)
+    except Exception:  # noqa: BLE001 - some object's records broke the batch: convert object by object
+        conv = _convert_each(raws, owners, files, failures, task["size_mode"])
     for r in conv.rejects:
         obj = task["objects"][owners[r.index]]
         local = r.index - owners.index(owners[r.index])
@@ -227,6 +267,31 @@ def _process_chunk(task: dict) -> dict:
         f["events"] = per_file.get(n, 0)
     return {"chunk": task["chunk"], "txn": txn, "segments": out, "files": files, "failures": failures,
             "events_in": len(raws), "bytes": bytes_read, **counts}
+
+
+def _convert_each(raws: list[bytes], owners: list[int], files: list[dict], failures: list[dict],
+                  size_mode: str) -> Converted:
+    """`convert_raw` one object at a time, after the batch raised: an object whose records still raise fails
+    as a whole (a failure entry), the others are converted as usual. Indexes stay positions in `raws`."""
+    tables, rejects, indexes = [], [], []
+    start = 0
+    while start < len(raws):
+        end = start
+        while end < len(raws) and owners[end] == owners[start]:
+            end += 1
+        try:
+            conv = convert_raw(raws[start:end], size_mode=size_mode, compacted=True)
+        except Exception as e:  # noqa: BLE001
+            f = files[owners[start]]
+            f["ok"] = False
+            failures.append(_failure(f["key"], "InvalidLogFile", f"cannot convert records: {type(e).__name__}: {e}"))
+        else:
+            tables.append(conv.table)
+            rejects += [Reject(r.index + start, r.code, r.message, r.location) for r in conv.rejects]
+            indexes += [i + start for i in conv.indexes]
+        start = end
+    table = pa.concat_tables(tables) if tables else convert_raw([]).table
+    return Converted(table, rejects, indexes, 0)
 
 
 def _is_digest(raw: bytes) -> bool:
@@ -284,7 +349,12 @@ class Importer:
     def __init__(self, store: Store, sources: list[str], *, start: datetime | None = None,
                  end: datetime | None = None, import_id: str | None = None, workers: int | None = None,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, storage_options: dict | None = None,
-                 progress: Callable[[ImportStatistics, int], None] | None = None, now: datetime | None = None):
+                 progress: Callable[[ImportStatistics, int], None] | None = None, now: datetime | None = None,
+                 max_object_bytes: int | None = None, isolate: bool = False):
+        """`max_object_bytes`: decompressed bytes one object may have (`limits.MAX_OBJECT_BYTES`, 256 MiB,
+        by default); a bigger one is a failure entry. `isolate`: decode every chunk in a worker process, never
+        in this one, even a single small chunk (a server passes it: a hostile object must not spend the
+        server's memory or crash it)."""
         if not sources:
             raise InvalidParameter("give at least one import source (file, directory or s3:// prefix)")
         self.store = store
@@ -299,6 +369,8 @@ class Importer:
         self.storage_options = storage_options
         self.progress = progress
         self.now = now
+        self.max_object_bytes = limits.MAX_OBJECT_BYTES if max_object_bytes is None else max_object_bytes
+        self.isolate = isolate
         self.stats = ImportStatistics()
         self.created = now_iso()
         self._failure_n = 0
@@ -339,6 +411,10 @@ class Importer:
         for source in self.sources:
             for obj in list_source(source, self.storage_options):
                 self.stats.FilesFound += 1
+                if obj.problem is not None:  # never opened: a FIFO, a device, a bad symbolic link
+                    self.stats.FilesFailed += 1
+                    self._record_failures([_failure(obj.key, *obj.problem)])
+                    continue
                 if obj.is_digest:
                     self.stats.DigestFilesSkipped += 1
                     continue
@@ -385,11 +461,13 @@ class Importer:
         chunks = self._plan()
         self._save("IN_PROGRESS")
         pool = None
-        if self.workers > 1 and len(chunks) > 1:  # one chunk is faster inline than spawning workers
+        # One chunk is faster inline than spawning workers, unless this process must not decode (a server).
+        if chunks and (self.isolate or (self.workers > 1 and len(chunks) > 1)):
             # Worker processes use one core each: OpenBLAS's idle threads (numpy loads it) only spin.
             os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-            pool = ProcessPoolExecutor(max_workers=min(self.workers, len(chunks)), mp_context=get_context("spawn"),
-                                       initializer=_worker_init)
+            pool = ProcessPoolExecutor(max_workers=max(1, min(self.workers, len(chunks))),
+                                       mp_context=get_context("spawn"), initializer=_worker_init,
+                                       initargs=(os.getpid(),))
         try:
             return self._run(t0, pool, md, chunks)
         finally:
@@ -401,24 +479,37 @@ class Importer:
         cutoff = now - timedelta(days=md["RetentionPeriod"])
         base = {"lake_uri": self.lake.uri, "storage_options": self.lake.storage_options,
                 "store_prefix": self.store.prefix, "start": self.start, "end": self.end, "cutoff": cutoff,
-                "size_mode": md.get("MaxEventSize", "Standard")}
+                "size_mode": md.get("MaxEventSize", "Standard"), "max_object_bytes": self.max_object_bytes}
         tasks = ({**base, "chunk": n, "objects": [_obj_dict(o) for o in chunk]} for n, chunk in enumerate(chunks))
-        if pool is None or len(chunks) <= 1:
+        if pool is None:
             for task in tasks:
                 self._absorb(_process_chunk(task), t0)
         else:
-            pending = set()
+            pending: dict = {}
             for task in tasks:
-                pending.add(pool.submit(_process_chunk, task))
+                pending[pool.submit(_process_chunk, task)] = task
                 if len(pending) >= self.workers * 2:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for f in finished:
-                        self._absorb(f.result(), t0)
-            for f in pending:
-                self._absorb(f.result(), t0)
+                        self._absorb(self._result(f, pending.pop(f)), t0)
+            for f in list(pending):
+                self._absorb(self._result(f, pending.pop(f)), t0)
         elapsed = time.monotonic() - t0
         status = "FAILED" if self.stats.FailedEntries else "COMPLETED"
         return self._save(status, elapsed)
+
+    @staticmethod
+    def _result(future, task: dict) -> dict:
+        """A worker's result, or, when the worker died or raised (killed for memory, a crash in a library),
+        a result that fails each of the chunk's objects: the import goes on with the other chunks."""
+        try:
+            return future.result()
+        except Exception as e:  # noqa: BLE001 - includes BrokenProcessPool
+            msg = f"the import worker failed on this object's chunk: {type(e).__name__}: {e}"
+            return {"chunk": task["chunk"], "txn": uuid.uuid4().hex, "segments": [],
+                    "files": [{**o, "events": 0, "ok": False} for o in task["objects"]],
+                    "failures": [_failure(o["key"], "InternalError", msg) for o in task["objects"]],
+                    "events_in": 0, "bytes": 0, "outside": 0, "expired": 0, "dups": 0}
 
     def _absorb(self, result: dict, t0: float) -> None:
         """Commit one finished chunk, then record its objects in the ledger and its failures."""
@@ -448,8 +539,10 @@ class Importer:
                 st.DigestFilesSkipped += 1
             elif f.get("other"):
                 st.NonEventFilesSkipped += 1
-            else:
+            elif f["ok"]:
                 st.FilesCompleted += 1
+            else:
+                st.FilesFailed += 1
             p = f["key"].rsplit("/", 1)[0] if "/" in f["key"] else ""
             left = self._prefix_files.get(p, 0) - 1
             self._prefix_files[p] = left

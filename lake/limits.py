@@ -51,6 +51,8 @@ and the input itself is never mutated.
 
 from __future__ import annotations
 
+import os
+from datetime import datetime, timedelta, timezone
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -68,6 +70,11 @@ __all__ = [
     "event_size",
     "omitted_marker",
     "apply_size_limits",
+    "EARLIEST_EVENT_TIME",
+    "MAX_FUTURE_EVENT_TIME",
+    "MAX_OBJECT_BYTES",
+    "latest_event_time",
+    "event_time_range_text",
 ]
 
 STANDARD: Final = "Standard"
@@ -284,3 +291,33 @@ def _shrink_in_order(record: dict, limit: int) -> tuple[dict, list[str]]:
         if actual <= limit:
             return result, touched
     raise EventTooLarge(record.get("eventID"), actual, LARGE, limit, touched)
+
+
+# ---- bounds on what a record or a log object may claim (docs/security.md, "Limits and defaults") ----------
+
+#: The earliest eventTime stored. CloudTrail began in 2013; anything before the Unix epoch is a damaged or
+#: forged record, and dates before year 1 (or after 9999) cannot even be written as a partition date.
+EARLIEST_EVENT_TIME: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+#: How far past the current time an eventTime may lie. eventTime is when the request completed, on an
+#: NTP-synced clock, so a real event is never in the future; one day leaves room for skewed clocks of
+#: PutAuditEvents callers. AWS documents no bound; without one a year-9999 event never expires under any
+#: retention period. `LAKE_MAX_FUTURE_EVENT_DAYS` changes it.
+MAX_FUTURE_EVENT_TIME: Final = timedelta(days=float(os.environ.get("LAKE_MAX_FUTURE_EVENT_DAYS", "1")))
+
+#: Decompressed bytes one import object (gzip file, or all members of a zip archive) may expand to. Real
+#: trail log files are a few MB to a few tens of MB uncompressed; the cap stops a gzip bomb (3 MB of zeros is
+#: 3 GB) before the memory is spent. `LAKE_IMPORT_MAX_OBJECT_BYTES` changes it.
+MAX_OBJECT_BYTES: Final = int(os.environ.get("LAKE_IMPORT_MAX_OBJECT_BYTES", str(256 << 20)))
+
+
+def latest_event_time(now: datetime | None = None) -> datetime:
+    """The latest eventTime accepted now (`MAX_FUTURE_EVENT_TIME` past the wall clock)."""
+    return (now or datetime.now(timezone.utc)) + MAX_FUTURE_EVENT_TIME
+
+
+def event_time_range_text() -> str:
+    """The accepted eventTime range, for reject messages."""
+    days = MAX_FUTURE_EVENT_TIME / timedelta(days=1)
+    return (f"from {EARLIEST_EVENT_TIME:%Y-%m-%dT%H:%M:%SZ} to {days:g} day{'s' if days != 1 else ''} after "
+            "the current time")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from datetime import datetime, timezone
 
 import numpy as np
@@ -108,8 +109,31 @@ def in_segment_order(table: pa.Table) -> bool:
     return _is_identity(_table_order(table, partition_columns(table)[0]))
 
 
+# A partition value is a path piece: only these characters are used as they are. Anything else (a record's
+# recipientAccountId is whatever the record says: "1/../../<other store>/data/x", "redacted", "") is
+# encoded, so no value can name a directory outside its store's own data folder.
+_SAFE_VALUE = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_NAME = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z._-]{0,254}")
+
+
+def path_value(value: str) -> str:
+    """A partition value as a safe path piece: itself when it is 1-64 of [0-9A-Za-z_-] (account ids,
+    `__none__`), else `~` and the first 32 hex digits of its SHA-256. The path is never parsed back (the
+    manifest entry keeps the value itself, which pruning and dedupe use), so the encoding need not be
+    reversible, only deterministic (a partition's segments share one folder) and safe."""
+    if _SAFE_VALUE.fullmatch(value):
+        return value
+    return "~" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 def segment_path(account: str, date: str, name: str) -> str:
-    return f"data/account={account}/date={date}/{name}"
+    """`data/account=<account>/date=<date>/<name>` inside a store; the account is encoded by `path_value`.
+    Dates and names are made by Lake itself (a UTC date of a bounded eventtime, a transaction id), so one
+    that does not have their shape is a bug, refused rather than written somewhere unexpected."""
+    if not _DATE.fullmatch(date) or not _NAME.fullmatch(name):
+        raise ValueError(f"refusing a segment path with date {date[:40]!r} and name {name[:80]!r}")
+    return f"data/account={path_value(account)}/date={date}/{name}"
 
 
 def _stats(table: pa.Table) -> dict:

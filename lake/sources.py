@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Iterator
@@ -38,6 +39,9 @@ class LogObject:
     account: str | None = None
     region: str | None = None
     day: date | None = None
+    # Set for an entry found when listing that is never opened (a FIFO, a device, a broken, looping or
+    # escaping symbolic link): (ErrorType, message). The import records it as a failure entry.
+    problem: tuple[str, str] | None = None
 
     @property
     def is_digest(self) -> bool:
@@ -96,6 +100,8 @@ def list_source(source: str, storage_options: dict | None = None) -> Iterator[Lo
     fs, proto = _fs_for(source, storage_options)
     if fs is None:
         root = os.path.abspath(os.path.expanduser(source))
+        if os.path.lexists(root) and not (os.path.isfile(root) or os.path.isdir(root)):
+            raise FileNotFoundError(f"import source {source!r} is not a regular file or a folder")
         if os.path.isfile(root):
             st = os.stat(root)
             name = os.path.basename(root)
@@ -123,20 +129,55 @@ def list_source(source: str, storage_options: dict | None = None) -> Iterator[Lo
 def _walk_local(root: str) -> list[LogObject]:
     """Log files under a local folder, keyed by their '/'-joined path below it. Like os.walk (symlinked
     folders are not entered), but with scandir entries and string keys: os.walk + relpath spent ~12 us per
-    file, a second for a month of trail logs, while the import workers waited."""
+    file, a second for a month of trail logs, while the import workers waited.
+
+    Only regular files are ever opened: opening a FIFO blocks forever (holding the import slot) and a device
+    never ends. A symbolic link to a file is followed only when its target is a regular file inside the
+    source (a link out of it would import files the source's owner did not give); a link that loops, dangles
+    or escapes, and any other non-regular log-named entry, is listed with a `problem`, which the import
+    records as a failure entry without opening it."""
     found = []
+    real_root = os.path.realpath(root)
     stack = [(root, "")]
     while stack:
         path, rel = stack.pop()
         with os.scandir(path) as entries:
             for e in entries:
-                if e.is_dir():
-                    if not e.is_symlink():
-                        stack.append((e.path, f"{rel}{e.name}/"))
-                elif _is_log_name(e.name):
-                    st = e.stat()
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((e.path, f"{rel}{e.name}/"))
+                elif not _is_log_name(e.name):
+                    continue
+                elif e.is_symlink():
+                    found.append(_linked(e.path, rel + e.name, real_root))
+                elif e.is_file(follow_symlinks=False):
+                    st = e.stat(follow_symlinks=False)
                     found.append(_obj(e.path, rel + e.name, st.st_size, f"{st.st_size}-{st.st_mtime_ns}"))
+                else:
+                    found.append(_problem(e.path, rel + e.name, "NotARegularFile",
+                                          "not a regular file (a FIFO, socket or device); not opened"))
     return found
+
+
+def _linked(path: str, key: str, real_root: str) -> LogObject:
+    """The object behind a symbolic link (read through its resolved path), or the reason it is not read."""
+    try:
+        target = os.path.realpath(path, strict=True)
+    except OSError as e:  # ELOOP for a loop, ENOENT for a dangling link
+        return _problem(path, key, "BrokenSymlink", f"symbolic link cannot be followed: {e.strerror}")
+    if os.path.commonpath([real_root, target]) != real_root:
+        return _problem(path, key, "SymlinkOutsideSource", "symbolic link points outside the import source; "
+                                                           "not followed")
+    st = os.stat(target)
+    if not stat.S_ISREG(st.st_mode):
+        return _problem(path, key, "NotARegularFile", "symbolic link to something that is not a regular file; "
+                                                      "not opened")
+    return _obj(target, key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}")
+
+
+def _problem(uri: str, key: str, code: str, message: str) -> LogObject:
+    c = classify(key)
+    return LogObject(uri, key, 0, "", c.get("kind", "CloudTrail"), c.get("account"), c.get("region"),
+                     c.get("day"), problem=(code, message))
 
 
 def _etag(info: dict) -> str:
@@ -166,13 +207,29 @@ def in_window(obj: LogObject, start: datetime | None, end: datetime | None) -> b
     return True
 
 
-def read_object(uri: str, storage_options: dict | None = None) -> bytes:
-    """The bytes of one object (local path or URI)."""
+class ObjectTooLarge(ValueError):
+    code = "ObjectTooLarge"
+
+
+def read_object(uri: str, storage_options: dict | None = None, max_bytes: int | None = None) -> bytes:
+    """The bytes of one object (local path or URI), at most `max_bytes` (`ObjectTooLarge` past it: nothing
+    decompresses to fewer bytes than it has, so a bigger object would fail the decompressed cap anyway).
+    A local path is opened non-blocking and read only if it is a regular file: it may have been replaced by
+    a FIFO since it was listed."""
     if "://" not in uri:
-        with open(uri, "rb") as f:
-            return f.read()
-    proto, path = uri.split("://", 1)
-    return _reader_fs(proto, storage_options).cat_file(path)
+        fd = os.open(uri, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"{uri} is not a regular file")
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    else:
+        proto, path = uri.split("://", 1)
+        fs = _reader_fs(proto, storage_options)
+        data = fs.cat_file(path) if max_bytes is None else fs.cat_file(path, start=0, end=max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ObjectTooLarge(f"more than {max_bytes:,} bytes; the import limit per object is {max_bytes:,} bytes "
+                             "(LAKE_IMPORT_MAX_OBJECT_BYTES)")
+    return data
 
 
 def utc(dt: datetime | None) -> datetime | None:

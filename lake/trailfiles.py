@@ -1,7 +1,9 @@
 """Reading CloudTrail log files: gzip or plain, `{"Records": [...]}`, a JSON array, or NDJSON.
 
 A file that cannot be decoded raises `TrailFileError` with the file name and the reason; callers record it
-as a failure and go on with the next file.
+as a failure and go on with the next file. Decompression is capped (`limits.MAX_OBJECT_BYTES` by default):
+output is produced in bounded steps, so a gzip or zip bomb fails with `ObjectTooLarge` before its memory is
+spent.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from . import limits
+
 try:
     from zlib_ng import zlib_ng as _fast_zlib
 except ImportError:  # optional: the standard zlib gives the same bytes, slower
@@ -24,19 +28,49 @@ class TrailFileError(ValueError):
     code = "InvalidLogFile"
 
 
-def decode(data: bytes, name: str = "") -> list[Any]:
+class ObjectTooLarge(TrailFileError):
+    """An object that is, or decompresses to, more bytes than the import accepts per object."""
+
+    code = "ObjectTooLarge"
+
+    def __init__(self, name: str, limit: int):
+        super().__init__(f"{name}: more than {limit:,} bytes once decompressed; the import limit per object is "
+                         f"{limit:,} bytes (LAKE_IMPORT_MAX_OBJECT_BYTES)")
+
+
+def _limit(max_bytes: int | None) -> int:
+    return limits.MAX_OBJECT_BYTES if max_bytes is None else max_bytes
+
+
+def zip_members(data: bytes, name: str, max_bytes: int | None = None) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every file in a zip archive, in name order, reading at most `max_bytes` in all
+    (a member's declared size is not trusted: each read stops one byte past what is left)."""
+    left = _limit(max_bytes)
+    out = []
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            for member in sorted(z.namelist()):
+                if member.endswith("/"):
+                    continue
+                with z.open(member) as f:
+                    body = f.read(left + 1)
+                if len(body) > left:
+                    raise ObjectTooLarge(name, _limit(max_bytes))
+                left -= len(body)
+                out.append((f"{name}!{member}", body))
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
+        raise TrailFileError(f"{name}: zip archive is damaged ({e})") from None
+    return out
+
+
+def decode(data: bytes, name: str = "", max_bytes: int | None = None) -> list[Any]:
     """The records of one log file's bytes (a zip archive yields the records of every member)."""
     if data[:4] == b"PK\x03\x04":
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as z:
-                out: list[Any] = []
-                for member in sorted(z.namelist()):
-                    if not member.endswith("/"):
-                        out += decode(z.read(member), f"{name}!{member}")
-                return out
-        except zipfile.BadZipFile as e:
-            raise TrailFileError(f"{name}: zip archive is damaged ({e})") from None
-    text = decode_bytes(data, name).strip()
+        out: list[Any] = []
+        for member, body in zip_members(data, name, max_bytes):
+            out += decode(body, member, max_bytes)
+        return out
+    text = decode_bytes(data, name, max_bytes).strip()
     if not text:
         return []
     try:
@@ -55,27 +89,39 @@ def decode(data: bytes, name: str = "") -> list[Any]:
     raise TrailFileError(f"{name}: JSON {type(doc).__name__} is neither a record nor a list of records")
 
 
-def gunzip(data: bytes) -> bytes:
-    """A gzip file's content. One complete member (what CloudTrail writes) goes through zlib-ng when it is
-    installed, ~1.8x faster than zlib (gunzip was ~10% of an import's CPU); anything else (several members,
-    damage) through the standard library, for its exact behaviour and messages."""
+def gunzip(data: bytes, max_bytes: int | None = None, name: str = "") -> bytes:
+    """A gzip file's content, at most `max_bytes` (default `limits.MAX_OBJECT_BYTES`; more raises
+    `ObjectTooLarge` once one byte past it is produced, never after inflating the rest). One complete member
+    (what CloudTrail writes) goes through zlib-ng when it is installed, ~1.8x faster than zlib (gunzip was
+    ~10% of an import's CPU); anything else (several members, damage) through the standard library's
+    streaming reader, for its exact behaviour and messages."""
+    limit = _limit(max_bytes)
     d = _fast_zlib.decompressobj(31)
     try:
-        out = d.decompress(data)
+        out = d.decompress(data, limit + 1)
+        if len(out) > limit:
+            raise ObjectTooLarge(name, limit)
         if d.eof and not d.unused_data:
             return out
     except _fast_zlib.error:
         pass
-    return gzip.decompress(data)
+    del d
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+        out = f.read(limit + 1)
+    if len(out) > limit:
+        raise ObjectTooLarge(name, limit)
+    return out
 
 
-def decode_bytes(data: bytes, name: str = "") -> bytes:
-    """Decompress gzip if needed (zip archives are left to `decode`)."""
+def decode_bytes(data: bytes, name: str = "", max_bytes: int | None = None) -> bytes:
+    """Decompress gzip if needed (zip archives are left to `decode`); see `gunzip` for `max_bytes`."""
     if data[:2] == b"\x1f\x8b":
         try:
-            return gunzip(data)
+            return gunzip(data, max_bytes, name)
         except (OSError, EOFError, zlib.error) as e:
             raise TrailFileError(f"{name}: gzip data is damaged ({e})") from None
+    if len(data) > _limit(max_bytes):
+        raise ObjectTooLarge(name, _limit(max_bytes))
     return data
 
 
