@@ -32,7 +32,6 @@ GetImport during the remainder of the chunk already says STOPPED.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -50,6 +49,7 @@ from .api_stores import resolve_store
 from .apicore import ApiContext, ApiError, operation
 from .errors import InvalidParameter, LakeError, NotFound
 from .store import PENDING_DELETION, Store
+from . import tenancy
 
 STATISTICS = ("PrefixesFound", "PrefixesCompleted", "FilesCompleted", "EventsCompleted", "FailedEntries")
 ACTIVE = ("INITIALIZING", "IN_PROGRESS")
@@ -245,119 +245,24 @@ def _destination(ctx: ApiContext, destinations: Any) -> Store:
 FORBIDDEN_SOURCE = ("import source {uri} is not valid: it does not exist or is not readable for this account (over "
                     "the API only s3:// sources and local folders under an import root configured for the account "
                     "are accepted)")
-_ACCOUNT = re.compile(r"\d{12}")
-_S3_URI = re.compile(r"s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9](/.*)?")
 
 
 def parse_import_roots(values: Iterable[str]) -> dict[str, tuple[str, ...]]:
-    """`ACCOUNT=PATH` items (`lake serve --import-root`) as {account: roots}. PATH is an absolute local folder
-    or an `s3://bucket[/prefix]` URI; an account may have several roots. ValueError (one line) otherwise."""
-    out: dict[str, list[str]] = {}
-    for item in values:
-        account, sep, root = str(item).partition("=")
-        if not sep or not _ACCOUNT.fullmatch(account):
-            raise ValueError(f"import root {item!r} must be ACCOUNT=PATH with a 12-digit account id")
-        if root.startswith("s3://"):
-            if not _S3_URI.fullmatch(root) or _bad_key(root[len("s3://"):]):
-                raise ValueError(f"import root {item!r}: {root!r} is not an s3://bucket[/prefix] URI")
-        elif not os.path.isabs(root) or "\x00" in root:
-            raise ValueError(f"import root {item!r}: {root!r} must be an absolute path or an s3:// URI")
-        out.setdefault(account, []).append(root)
-    return {k: tuple(v) for k, v in out.items()}
-
-
-def _bad_key(key: str) -> bool:
-    """True for an S3 key (prefix) that would not name the same place on every filesystem: `.`/`..`
-    segments, backslashes or control characters."""
-    return any(seg in (".", "..") for seg in key.split("/")) or "\\" in key \
-        or any(ord(ch) < 32 or ord(ch) == 127 for ch in key)
-
-
-def import_roots(ctx: ApiContext) -> dict[str, tuple[str, ...]]:
-    """The operator's import roots ({account: roots}) from `ctx.services["import_roots"]` (the server copies
-    `ServerConfig.import_roots` there); `ACCOUNT=PATH` strings are accepted too."""
-    raw = ctx.services.get("import_roots") if ctx.services else None
-    if not raw:
-        return {}
-    if isinstance(raw, dict):
-        return {str(k): tuple([v] if isinstance(v, str) else v) for k, v in raw.items()}
-    return parse_import_roots(raw)
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _local_source(path: str, roots: Iterable[str]) -> tuple[str, str] | None:
-    """(resolved path, resolved root) when `path` exists and lies under one of the local `roots` once both
-    are resolved (symlinks, `..`); None otherwise, whatever the reason, so no answer tells them apart."""
-    if not os.path.isabs(path) or "\x00" in path:
-        return None
-    try:
-        real = os.path.realpath(path)
-        for root in roots:
-            if root.startswith("s3://"):
-                continue
-            base = os.path.realpath(root)
-            if _inside(real, base) and (os.path.isdir(real) or os.path.isfile(real)):
-                return real, base
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def _s3_inside(uri: str, root: str) -> bool:
-    a, b = uri.rstrip("/"), root.rstrip("/")
-    return a == b or a.startswith(b + "/")
-
-
-def _s3_allowed(ctx: ApiContext, uri: str, account: str, roots: dict[str, tuple[str, ...]]) -> bool:
-    """Whether `account` may import s3:// `uri`: not another account's declared root, not the lake's own
-    storage, not the bucket another account's trail delivers to; under one of its own s3:// roots if it
-    has any."""
-    own = [r for r in roots.get(account, ()) if r.startswith("s3://")]
-    if own:
-        return any(_s3_inside(uri, r) for r in own)
-    for other, rs in roots.items():
-        if other != account and any(r.startswith("s3://") and (_s3_inside(uri, r) or _s3_inside(r, uri))
-                                    for r in rs):
-            return False
-    st = ctx.lake.storage
-    if st.protocol in ("s3", "s3a"):
-        lake_root = f"s3://{st.root.strip('/')}"
-        if _s3_inside(uri, lake_root) or _s3_inside(lake_root, uri):
-            return False
-    from .trails import TrailCatalog, bucket_target
-
-    bucket = uri[len("s3://"):].split("/", 1)[0]
-    try:
-        for t in TrailCatalog(ctx.lake).list():
-            if t.owner == account:
-                continue
-            target, _ = bucket_target(ctx.lake, t.bucket, t.extension.get("Destination"))
-            if target.startswith("s3://") and target[len("s3://"):].split("/", 1)[0] == bucket:
-                return False
-    except (LakeError, OSError, ValueError):
-        return False
-    return True
+    """`lake serve --import-root ACCOUNT=PATH` items as {account: roots} (lake/tenancy.py)."""
+    return tenancy.parse_roots(values)
 
 
 def check_source(ctx: ApiContext, uri: str, account: str) -> str:
     """The location the importer reads for `uri` on behalf of `account` (the destination store's owner):
-    a resolved local path under one of the account's roots, or the s3:// URI. InvalidImportSourceException
-    with one message for every refusal (missing and forbidden look alike)."""
-    roots = import_roots(ctx)
-    if uri.startswith("file://"):
-        found = _local_source(uri[len("file://"):], roots.get(account, ()))
-        if found is None:
-            raise ApiError("InvalidImportSourceException", FORBIDDEN_SOURCE.format(uri=uri[:300]))
-        return found[0]
-    if not _S3_URI.fullmatch(uri) or _bad_key(uri[len("s3://"):]):
+    a resolved local path under one of the account's roots, or the s3:// URI (lake/tenancy.py's rules).
+    InvalidImportSourceException with one message for every refusal (missing and forbidden look alike)."""
+    if not uri.startswith(("file://", "s3://")):
         raise ApiError("InvalidImportSourceException",
                        f"S3LocationUri {uri[:300]!r} must be s3://bucket[/prefix] (or, in Lake, file:///path)")
-    if not _s3_allowed(ctx, uri, account, roots):
+    found = tenancy.location(ctx, uri, account, must_exist=True)
+    if found is None:
         raise ApiError("InvalidImportSourceException", FORBIDDEN_SOURCE.format(uri=uri[:300]))
-    return uri
+    return found
 
 
 def _local_or_s3(ctx: ApiContext, source: Any, account: str) -> tuple[dict, str]:
@@ -540,5 +445,5 @@ def stop_import(ctx: ApiContext, params: dict) -> dict:
     return out
 
 
-__all__ = ["ImportManager", "manager", "parse_import_roots", "import_roots", "check_source", "FORBIDDEN_SOURCE",
+__all__ = ["ImportManager", "manager", "parse_import_roots", "check_source", "FORBIDDEN_SOURCE",
            "start_import", "get_import", "list_imports", "list_import_failures", "stop_import"]

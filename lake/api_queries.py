@@ -43,6 +43,7 @@ from . import query as lake_query
 from . import resultformat
 from .api_lookup import (as_datetime, fingerprint, from_micros, micros, next_token, store_account,
                          token_position)
+from . import tenancy
 from .api_stores import resolve_store
 from .apicore import ApiContext, ApiError, operation
 from .errors import LakeError, NotFound, QueryCancelled, ReadOnlyError, SqlError
@@ -469,6 +470,11 @@ def start_query(ctx: ApiContext, params: dict) -> dict:
     delivery = params.get("DeliveryS3Uri")
     if delivery:
         _check_delivery_uri(delivery)
+        if tenancy.location(ctx, delivery, ctx.principal.account_id, must_exist=False) is None:  # issue 15
+            raise ApiError("InsufficientS3BucketPolicyException",
+                           f"Lake may not write query results to {delivery[:300]} for account "
+                           f"{ctx.principal.account_id}: use an S3 bucket of the account or a local folder under "
+                           "an import root configured for it")
     stores, accounts = _check_statement(ctx, sql)
     now = datetime.now(timezone.utc)  # the admission time orders ListQueries (ctx.now is the request's arrival)
     qid = str(uuid.uuid4())

@@ -269,6 +269,7 @@ def test_delivery_to_a_local_directory_and_the_signing_hook(lk, store, c, tmp_pa
     monkeypatch.setattr(api_queries, "RESULT_SIGNER", signer)
     sql = f"SELECT eventid, eventtime, resources FROM {store.id} ORDER BY eventid LIMIT 20"
     dest = tmp_path / "out"
+    c.services["import_roots"] = {ACCT_A: (str(tmp_path),)}  # local delivery only under the account's roots
     qid = OPERATIONS["StartQuery"](c, {"QueryStatement": sql, "DeliveryS3Uri": f"file://{dest}"})["QueryId"]
     d = wait(c, qid)
     for _ in range(200):
