@@ -11,7 +11,7 @@ from .errors import AlreadyExists, InvalidParameter, NotFound
 from .log import Log, now_iso
 from .selectors import DEFAULT_SELECTORS, SelectorError, validate_selectors
 from .storage import Storage
-from .store import DEFAULT_RETENTION, ENABLED, STOPPED, Store, validate_retention
+from .store import DEFAULT_RETENTION, ENABLED, PENDING_DELETION, STOPPED, Store, validate_retention
 from . import limits
 
 DEFAULT_URI = "./lake-data"
@@ -62,6 +62,20 @@ class Lake:
         except FileNotFoundError:
             pass
 
+    # -- purges -----------------------------------------------------------------------------------------
+    # Vacuum deletes a store in many steps (names, commit 0, every file, the folder); a crash may stop it
+    # anywhere. The first step writes `_catalog/purging/<id>`: from then on the store is gone for every reader
+    # and for `verify`, whatever of it is left, and the next vacuum finishes the purge (maintenance.purge_store).
+    PURGING = "_catalog/purging"
+
+    def _purge_path(self, store_id: str) -> str:
+        return f"{self.PURGING}/{store_id}.json"
+
+    def purging(self) -> set[str]:
+        """Ids of stores whose purge has begun (and may have been interrupted): gone, whatever is left."""
+        return {f.path.rsplit("/", 1)[-1][: -len(".json")] for f in self.storage.list(self.PURGING)
+                if f.path.endswith(".json")}
+
     def _open(self, store_id: str) -> Store:
         st = self._stores.get(store_id)
         if st is None:
@@ -82,19 +96,34 @@ class Lake:
                 store_id = ref  # maybe an id
         if store_id is None:
             raise NotFound(f"no event data store {ref!r} in {self.uri}; `lake store list` shows what exists")
+        missing = f"no event data store {ref!r} in {self.uri}; `lake store list` shows what exists"
         try:
             st = self._open(store_id)
+            pending = st.metadata.get("Status") == PENDING_DELETION
+            expired = pending and st.expired_deletion()
         except NotFound:
-            raise NotFound(f"no event data store {ref!r} in {self.uri}; `lake store list` shows what exists") \
-                from None
-        if not include_expired and st.expired_deletion():
+            raise NotFound(missing) from None
+        except Exception:  # a half-deleted log: gone if its purge has begun, damage otherwise
+            if self.storage.exists(self._purge_path(store_id)):
+                self._stores.pop(store_id, None)
+                raise NotFound(missing) from None
+            raise
+        # Only deleted stores are ever purged, so only they pay for the look-up of a purge marker.
+        if pending and self.storage.exists(self._purge_path(store_id)):
+            self._stores.pop(store_id, None)
+            raise NotFound(missing)
+        if not include_expired and expired:
             raise NotFound(f"event data store {ref!r} was deleted more than 7 days ago")
         return st
 
     def stores(self, *, include_expired: bool = False) -> list[Store]:
         """Every store, oldest first. Stores deleted more than 7 days ago are hidden."""
         out = []
+        gone = self.purging()
         for store_id in self.storage.list_dirs("stores"):
+            if store_id in gone:
+                self._stores.pop(store_id, None)
+                continue
             try:
                 st = self._open(store_id)
             except NotFound:

@@ -8,6 +8,7 @@ as delta-rs does; compaction does not change content (it proves it) and runs by 
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -211,24 +212,123 @@ def vacuum_candidates(store: "Store", *, grace: timedelta = DEFAULT_GRACE,
     return out
 
 
+PURGE_STEPS = ("marked", "names", "commit0", "files", "folder", "done")
+# Tests set this to a step name to SIGKILL the process right after that step (the fault test's hook).
+_CRASH_ENV = "LAKE_CRASH_AFTER"
+
+
+def _step(name: str) -> None:
+    """A crash-injection point: `$LAKE_CRASH_AFTER=purge:<step>` kills the process here (tests only)."""
+    if os.environ.get(_CRASH_ENV) == f"purge:{name}":
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def purge_store(lake: "Lake", store_id: str, name: str | None = None) -> None:
+    """Delete a store for good, in an order that every crash point leaves recoverable.
+
+    1. `_catalog/purging/<id>.json` is written durably: from here on the store is gone for readers, listings
+       and `verify`, and the next vacuum finishes whatever is left (so this is also how a purge resumes);
+    2. every catalog name pointing at the store is released (a name never outlives its store);
+    3. commit 0 is deleted (`Log.exists` is false: nothing opens the store any more), then every other file,
+       data first and the log last, then the folder itself;
+    4. the marker goes last.
+    Each step is idempotent, so running the whole purge again after a crash at any point completes it."""
+    storage = lake.storage
+    prefix = f"stores/{store_id}"
+    marker = lake._purge_path(store_id)
+    if not storage.exists(marker):
+        storage.create(marker, orjson.dumps({"id": store_id, "name": name, "started": now_iso()}))
+    _step("marked")
+    for f in storage.list("_catalog/names"):
+        try:
+            if storage.read(f.path).decode() == store_id:
+                storage.delete(f.path)
+        except FileNotFoundError:
+            pass
+    _step("names")
+    storage.delete(f"{prefix}/_log/{0:020d}.json")
+    _step("commit0")
+    files = storage.list(prefix)
+    files.sort(key=lambda f: (f.path.startswith(f"{prefix}/_log/"), f.path))  # the log last
+    for n, f in enumerate(files):
+        storage.delete(f.path)
+        if n == len(files) // 2:
+            _step("files")
+    _step("files")
+    storage.delete_tree(prefix)
+    _step("folder")
+    storage.delete(marker)
+    lake._stores.pop(store_id, None)
+
+
+def _remnants(lake: "Lake", horizon: float) -> list[str]:
+    """Store folders that can never become a store again: a folder without commit 0 that a catalog name points
+    at (a purge by an older Lake that crashed), or one whose files (or, locally, the folder itself) are
+    older than `horizon` (an empty skeleton, a creation that died before commit 0)."""
+    storage = lake.storage
+    named: set[str] = set()
+    for f in storage.list("_catalog/names"):
+        try:
+            named.add(storage.read(f.path).decode())
+        except FileNotFoundError:
+            pass
+    out = []
+    for sid in storage.list_dirs("stores"):
+        if storage.exists(f"stores/{sid}/_log/{0:020d}.json"):
+            continue
+        listing = storage.list(f"stores/{sid}")
+        if sid in named:
+            out.append(sid)
+        elif listing:
+            if max(f.mtime for f in listing) < horizon:
+                out.append(sid)
+        elif not storage.local or os.path.getmtime(storage.full(f"stores/{sid}")) < horizon:
+            out.append(sid)
+    for sid in named - set(out):  # a name pointing at a store folder that is not there at all
+        if not storage.exists(f"stores/{sid}/_log/{0:020d}.json") and not storage.list(f"stores/{sid}"):
+            out.append(sid)
+    return out
+
+
 def vacuum(lake: "Lake", *, store: "Store | None" = None, grace: timedelta = DEFAULT_GRACE,
            dry_run: bool = True, now: datetime | None = None) -> dict:
     """Delete unreferenced files older than the grace period, and stores deleted more than 7 days ago.
-    Dry-run by default: the report lists what would be deleted."""
+    Dry-run by default: the report lists what would be deleted.
+
+    A purge interrupted by a crash (`_catalog/purging/`), and remnants of a store that can never be opened
+    again (no commit 0), are finished by every vacuum of the whole lake, whatever the grace period: they are
+    already gone for every reader, and `verify` must pass again."""
     stores = [store] if store is not None else lake.stores(include_expired=True)
     files: list[dict] = []
     purged: list[str] = []
+    to_purge: list[tuple[str, str | None]] = []
     for st in stores:
         if st.expired_deletion(now):
             purged.append(st.name)
+            to_purge.append((st.id, st.name))
             files.extend({"path": f.path, "bytes": f.size, "reason": "store-deleted"}
                          for f in lake.storage.list(st.prefix))
             continue
         files.extend(vacuum_candidates(st, grace=grace, now=now))
+    resumed: list[str] = []
     aborted: list[str] = []
-    if store is None:  # store directories whose creation died before the name was claimed
+    if store is None:
         horizon = ((now or datetime.now(timezone.utc)) - grace).timestamp()
-        known = {st.id for st in stores}
+        gone = lake.purging()
+        for sid in sorted(gone):  # purges a crash interrupted
+            resumed.append(sid)
+            to_purge.append((sid, None))
+            files.extend({"path": f.path, "bytes": f.size, "reason": "store-deleted"}
+                         for f in lake.storage.list(f"stores/{sid}"))
+        remnants = set(_remnants(lake, horizon)) - gone
+        for sid in sorted(remnants):
+            resumed.append(sid)
+            to_purge.append((sid, None))
+            files.extend({"path": f.path, "bytes": f.size, "reason": "store-remnant"}
+                         for f in lake.storage.list(f"stores/{sid}"))
+        # store directories whose creation died before the name was claimed
+        known = {st.id for st in stores} | gone | remnants
         for sid in lake.storage.list_dirs("stores"):
             if sid in known:
                 continue
@@ -237,13 +337,14 @@ def vacuum(lake: "Lake", *, store: "Store | None" = None, grace: timedelta = DEF
                 aborted.append(sid)
                 files.extend({"path": f.path, "bytes": f.size, "reason": "aborted-create"} for f in listing)
     if not dry_run:
+        purging = {sid for sid, _ in to_purge} | set(aborted)
         for f in files:
-            lake.storage.delete(f["path"])
-        for st in stores:
-            if st.name in purged:
-                lake._release_name(st.name, st.id)
-                lake.storage.delete_tree(st.prefix)
+            if f["path"].split("/", 2)[1] not in purging:  # purge_store deletes those, in its order
+                lake.storage.delete(f["path"])
+        for sid, name in to_purge:
+            purge_store(lake, sid, name)
         for sid in aborted:
             lake.storage.delete_tree(f"stores/{sid}")
     return {"operation": "vacuum", "dry_run": dry_run, "files": len(files),
-            "bytes": sum(f["bytes"] for f in files), "stores_purged": purged, "details": files}
+            "bytes": sum(f["bytes"] for f in files), "stores_purged": purged, "purges_finished": resumed,
+            "details": files}
