@@ -348,17 +348,24 @@ def imports_failures(obj: Ctx, import_id: str) -> None:
 
 @cli.command("verify")
 @click.option("--store", "ref", help="Only this store (default: all stores and the catalog).")
+@click.option("--trusted-key", "trusted_key", metavar="PEM_OR_DIR",
+              help="Chain-head public key(s) held outside the lake (`lake keys export`): the newest commit must "
+                   "carry a valid signature by one of them.")
+@click.option("--expect-head", "expect_heads", multiple=True, metavar="[STORE=][VERSION:]SHA256",
+              help="A head recorded earlier (as printed by verify): the chain must reach it. Repeatable.")
 @click.pass_obj
 @handle_errors
-def verify_cmd(obj: Ctx, ref: str | None) -> None:
-    """Recompute every live segment's SHA-256, walk the commit chain, and report tampered, missing and
-    unexpected files. Exit status 1 on any finding."""
+def verify_cmd(obj: Ctx, ref: str | None, trusted_key: str | None, expect_heads: tuple[str, ...]) -> None:
+    """Recompute every live segment's SHA-256 (and of retired segments still referenced), walk the commit
+    chain, check it against the anchors held outside the lake, and report tampered, missing and unexpected
+    files. Prints each store's head to record. Exit status 1 on any finding."""
     from .verify import verify
 
     with progress_bar("verifying segments") as update:
-        result = verify(obj.lake, ref, progress=update)
+        result = verify(obj.lake, ref, progress=update, trusted_key=trusted_key, expect_heads=list(expect_heads))
     rows = [{"store": s["store"], "ok": s["ok"], "version": s["version"], "segments": s["segments"],
-             "events": s["events"], "distinct_events": s["distinct_events"], "findings": len(s["findings"])}
+             "events": s["events"], "distinct_events": s["distinct_events"], "findings": len(s["findings"]),
+             "anchor": s["anchor"]}
             for s in result["stores"]]
     emit(result, obj.fmt, rows=rows, title="verification")
     if obj.fmt != "json":
@@ -369,10 +376,42 @@ def verify_cmd(obj: Ctx, ref: str | None) -> None:
         for f in result["catalog"]:
             err_console.print(f"[red]{escape(f['kind'])}[/red] {escape(f['path'])}: {escape(f['message'])}",
                               highlight=False)
+        for s in result["stores"]:
+            if s["head"]:
+                err_console.print(f"head {escape(s['store'])}={s['head']} (record it elsewhere; check later with "
+                                  f"--expect-head)", highlight=False)
+        unanchored = [s["store"] for s in result["stores"] if s["anchor"] == "none"]
+        if result["ok"] and unanchored:
+            err_console.print("[yellow]note[/yellow]: no anchor outside the lake was checked for "
+                              f"{escape(', '.join(unanchored))}: someone with write access to the lake could have "
+                              "rewritten it consistently (use --trusted-key or --expect-head)", highlight=False)
         err_console.print("[green]OK[/green]: nothing altered" if result["ok"] else
                           "[red]FAILED[/red]: see findings above", highlight=False)
     if not result["ok"]:
         sys.exit(1)
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """The key store outside the lake that holds the signing keys (docs/security.md)."""
+
+
+@keys_group.command("export")
+@click.pass_obj
+@handle_errors
+def keys_export_cmd(obj: Ctx) -> None:
+    """Print the chain-head public key (PEM) of this lake's key store, to keep elsewhere for
+    `lake verify --trusted-key`. Creates the key if the key store has none yet."""
+    from .keys import keyring_for_storage
+
+    ring = keyring_for_storage(obj.lake.storage)
+    signer = ring.head_signer()
+    if obj.fmt == "json":
+        emit({"KeyDirectory": ring.key_dir, "Fingerprint": signer.fingerprint,
+              "PublicKeyPem": signer.public_pem().decode()}, obj.fmt)
+    else:
+        click.echo(signer.public_pem().decode(), nl=False)
+        err_console.print(f"key store {escape(ring.key_dir)}, fingerprint {signer.fingerprint}", highlight=False)
 
 
 def _stores(obj: Ctx, ref: str | None):

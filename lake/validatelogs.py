@@ -35,6 +35,7 @@ import binascii
 import hashlib
 import importlib
 import json
+import logging
 import os
 import re
 import sys
@@ -47,6 +48,8 @@ import click
 
 from .digest import Destination
 from .keys import keyring, load_public_der
+
+log = logging.getLogger("lake.validatelogs")
 
 DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 DISPLAY_DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -161,10 +164,24 @@ PublicKeys = Callable[[datetime, datetime], dict[str, dict]]
 
 
 def lake_public_keys(lake: Any, region: str) -> PublicKeys:
-    """Public keys straight from the lake's key store, as ListPublicKeys would return them."""
+    """Public keys straight from the lake's key store (outside the lake, lake/keys.py), as ListPublicKeys
+    would return them. On a machine that has no key store for the lake, the public copies kept in the lake
+    are used instead, with a warning: anyone who can write the lake can change those (validating against
+    `--endpoint-url` of the server that holds the keys does not have that weakness)."""
+    warned: list[bool] = []
+
     def get(start: datetime, end: datetime) -> dict[str, dict]:
-        return {k.fingerprint: {"Fingerprint": k.fingerprint, "Value": k.value}
-                for k in keyring(lake).public_keys(region, start, end)}
+        ring = keyring(lake)
+        if ring.has_region(region):
+            keys = ring.public_keys(region, start, end)
+        else:
+            keys = ring.lake_copies(region, start, end)
+            if keys and not warned:
+                warned.append(True)
+                log.warning("no key store for this lake at %s: public keys are read from the lake itself, which "
+                            "anyone with write access to it can replace; use --endpoint-url or LAKE_KEY_DIR",
+                            ring.key_dir)
+        return {k.fingerprint: {"Fingerprint": k.fingerprint, "Value": k.value} for k in keys}
     return get
 
 
