@@ -1038,10 +1038,156 @@ error:
     return NULL;
 }
 
+/* ---- duplicate keys ------------------------------------------------------------------------------ */
+
+/* Readers disagree on a JSON object that names a key twice (orjson, msgspec and the columns keep the last
+ * value; other JSON readers of `eventjson` keep the first or fail), so Lake refuses such records. This finds
+ * them exactly: keys are compared after unescaping ("\u0061" is "a"), in every object at every depth. */
+
+typedef struct { const char *p; Py_ssize_t n; uint64_t h; } DKey;
+typedef struct { DKey *k; Py_ssize_t len, cap; char *scratch; Py_ssize_t used; } DKeys;
+
+/* A cheap key fingerprint (equal keys, equal fingerprints): length and the first and last 8 bytes. */
+static uint64_t fnv(const char *p, Py_ssize_t n) {
+    uint64_t a = 0, z = 0;
+    memcpy(&a, p, (size_t)(n < 8 ? n : 8));
+    if (n > 8) memcpy(&z, p + n - (n < 16 ? n - 8 : 8), (size_t)(n < 16 ? n - 8 : 8));
+    return (a ^ (z * 0x9E3779B97F4A7C15ULL)) + (uint64_t)n * 0xC2B2AE3D27D4EB4FULL;
+}
+
+static int dkey_cmp(const void *a, const void *b) {
+    const DKey *x = a, *y = b;
+    if (x->h != y->h) return x->h < y->h ? -1 : 1;
+    if (x->n != y->n) return x->n < y->n ? -1 : 1;
+    return memcmp(x->p, y->p, (size_t)x->n);
+}
+
+enum { D_OK = 0, D_DUP = 1, D_BAD = 2, D_NOMEM = 3 };
+
+/* Checks the keys of the object whose keys are ks->k[from:]; on a duplicate, *dup is one of them. */
+static int dkeys_check(DKeys *ks, Py_ssize_t from, DKey *dup) {
+    Py_ssize_t n = ks->len - from;
+    DKey *k = ks->k + from;
+    if (n <= 16) {
+        for (Py_ssize_t i = 1; i < n; i++)
+            for (Py_ssize_t j = 0; j < i; j++)
+                if (k[i].h == k[j].h && k[i].n == k[j].n && memcmp(k[i].p, k[j].p, (size_t)k[i].n) == 0) {
+                    *dup = k[i];
+                    return D_DUP;
+                }
+        return D_OK;
+    }
+    qsort(k, (size_t)n, sizeof(DKey), dkey_cmp);
+    for (Py_ssize_t i = 1; i < n; i++)
+        if (dkey_cmp(&k[i - 1], &k[i]) == 0) { *dup = k[i]; return D_DUP; }
+    return D_OK;
+}
+
+static int dup_value(const char **pp, const char *end, DKeys *ks, int depth, DKey *dup) {
+    const char *p = ws(*pp, end);
+    if (p >= end) return D_BAD;
+    char c = *p;
+    int r, esc;
+    if (c == '{' || c == '[') {
+        if (depth > 1100) return D_BAD; /* deeper than any JSON reader here accepts */
+        Py_ssize_t from = ks->len;
+        char close = c == '{' ? '}' : ']';
+        p = ws(p + 1, end);
+        if (p < end && *p == close) { *pp = p + 1; return D_OK; }
+        for (;;) {
+            if (c == '{') {
+                p = ws(p, end);
+                if (p >= end || *p != '"') return D_BAD;
+                const char *k = p;
+                if (read_string(&p, end, NULL, &esc)) return D_BAD;
+                DKey key = {k + 1, p - k - 2, 0};
+                if (esc) { /* unescaped into scratch, which has room for the whole record */
+                    Buf b = {ks->scratch + ks->used, 0, (Py_ssize_t)1 << 62};
+                    const char *q = k;
+                    if (read_string(&q, end, &b, &esc)) return D_BAD;
+                    key.p = b.p;
+                    key.n = b.len;
+                    ks->used += b.len;
+                }
+                key.h = fnv(key.p, key.n);
+                if (ks->len == ks->cap) {
+                    Py_ssize_t cap = ks->cap ? ks->cap * 2 : 64;
+                    DKey *nk = PyMem_RawRealloc(ks->k, (size_t)cap * sizeof(DKey));
+                    if (!nk) return D_NOMEM;
+                    ks->k = nk;
+                    ks->cap = cap;
+                }
+                ks->k[ks->len++] = key;
+                p = ws(p, end);
+                if (p >= end || *p != ':') return D_BAD;
+                p++;
+            }
+            if ((r = dup_value(&p, end, ks, depth + 1, dup))) return r;
+            p = ws(p, end);
+            if (p < end && *p == ',') { p++; continue; }
+            if (p < end && *p == close) { p++; break; }
+            return D_BAD;
+        }
+        if (c == '{' && (r = dkeys_check(ks, from, dup))) return r;
+        ks->len = from;
+    } else {
+        int odd = 0;
+        if (c == '"') { if (read_string(&p, end, NULL, &esc)) return D_BAD; }
+        else if (copy_value(&p, end, NULL, 0, &odd)) return D_BAD;
+    }
+    *pp = p;
+    return D_OK;
+}
+
+/* duplicate_keys(records): [(index, key), ...] for the records (bytes) that name a key twice in one object.
+ * Records that are not valid JSON are left out: the converter rejects them for that. */
+static PyObject *duplicate_keys(PyObject *self, PyObject *records) {
+    (void)self;
+    if (!PyList_Check(records)) { PyErr_SetString(PyExc_TypeError, "records must be a list of bytes"); return NULL; }
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    DKeys ks = {0};
+    Py_ssize_t scratch_cap = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
+        PyObject *rec = PyList_GET_ITEM(records, i);
+        if (!PyBytes_Check(rec)) continue;
+        const char *p = PyBytes_AS_STRING(rec), *end = p + PyBytes_GET_SIZE(rec);
+        if (PyBytes_GET_SIZE(rec) + 1 > scratch_cap) {
+            char *sc = PyMem_RawRealloc(ks.scratch, (size_t)PyBytes_GET_SIZE(rec) + 1);
+            if (!sc) { PyErr_NoMemory(); goto fail; }
+            ks.scratch = sc;
+            scratch_cap = PyBytes_GET_SIZE(rec) + 1;
+        }
+        ks.len = 0;
+        ks.used = 0;
+        DKey dup = {0};
+        int r = dup_value(&p, end, &ks, 0, &dup);
+        if (r == D_NOMEM) { PyErr_NoMemory(); goto fail; }
+        if (r == D_DUP) {
+            PyObject *t = Py_BuildValue("(ns#)", i, dup.p, dup.n);
+            if (!t) { /* not UTF-8: report the key's bytes */
+                PyErr_Clear();
+                t = Py_BuildValue("(ny#)", i, dup.p, dup.n);
+            }
+            if (!t || PyList_Append(out, t)) { Py_XDECREF(t); goto fail; }
+            Py_DECREF(t);
+        }
+    }
+    PyMem_RawFree(ks.k);
+    PyMem_RawFree(ks.scratch);
+    return out;
+fail:
+    PyMem_RawFree(ks.k);
+    PyMem_RawFree(ks.scratch);
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"decode", (PyCFunction)(void (*)(void))decode, METH_VARARGS | METH_KEYWORDS,
      "decode(records, spec, canon, *, lenient, check, max_bytes, order, texts) -> column buffers, or None"},
     {"split", split, METH_O, "split(log file JSON) -> list of record bytes, or None"},
+    {"duplicate_keys", duplicate_keys, METH_O, "duplicate_keys(records) -> [(index, key)] of records naming a key twice"},
     {NULL, NULL, 0, NULL},
 };
 

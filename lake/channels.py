@@ -702,9 +702,21 @@ def _json_kind(v: Any) -> str:
 _CANONICAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z\Z")
 
 
+_OUT_OF_RANGE = datetime.min.replace(tzinfo=timezone.utc)  # an eventTime that parses but is outside the bounds
+
+
 def _event_times(values: list[str | None]) -> list[datetime | None]:
-    """eventTime values as UTC datetimes (None where unparseable). The canonical CloudTrail form is parsed
-    directly; anything else goes through the lake's timestamp parser, so both paths accept the same forms."""
+    """eventTime values as UTC datetimes (None where unparseable, `_OUT_OF_RANGE` where outside the accepted
+    range, limits.EARLIEST_EVENT_TIME to limits.MAX_FUTURE_EVENT_TIME past now). The canonical CloudTrail form
+    is parsed directly; anything else goes through the lake's timestamp parser, so both paths accept the same
+    forms. The range is checked on the parsed column, before any value becomes a Python datetime: year 10000
+    has none, and converting it raised OverflowError, which failed the whole request with HTTP 500."""
+    out = _parse_event_times(values)
+    lo, hi = limits.EARLIEST_EVENT_TIME, limits.latest_event_time()
+    return [t if t is None or t is _OUT_OF_RANGE or lo <= t <= hi else _OUT_OF_RANGE for t in out]
+
+
+def _parse_event_times(values: list[str | None]) -> list[datetime | None]:
     out: list[datetime | None] = [None] * len(values)
     rest: list[int] = []
     for i, v in enumerate(values):
@@ -718,8 +730,10 @@ def _event_times(values: list[str | None]) -> list[datetime | None]:
             pass
         rest.append(i)
     if rest:
-        for i, t in zip(rest, parse_timestamps([values[i] for i in rest]).to_list()):
-            out[i] = t
+        parsed = parse_timestamps([values[i] for i in rest])
+        far = ((parsed < limits.EARLIEST_EVENT_TIME) | (parsed > limits.latest_event_time())).fill_null(False)
+        for i, t, f in zip(rest, parsed.set(far, None).to_list(), far.to_list()):
+            out[i] = _OUT_OF_RANGE if f else t
     return out
 
 
@@ -791,6 +805,10 @@ def build_records(items: list[dict], *, channel: Channel, region: str, ingestion
         if t is None:
             p.failure = Failure("InvalidData", f"eventData.eventTime {obj['eventTime'][:40]!r} is not a timestamp "
                                                "(use yyyy-MM-ddTHH:mm:ssZ)")
+            continue
+        if t is _OUT_OF_RANGE:
+            p.failure = Failure("InvalidData", f"eventData.eventTime {obj['eventTime'][:40]!r} is outside the "
+                                               f"accepted range ({limits.event_time_range_text()})")
             continue
         if oldest is not None and t < oldest:
             p.failure = Failure("InvalidData", f"eventData.eventTime {obj['eventTime'][:40]} is older than the "

@@ -173,14 +173,15 @@ def infer_category(rec: dict) -> str:
 # ---- the converter -----------------------------------------------------------------------------------
 
 def convert(records: Iterable[Any], *, size_mode: str = limits.STANDARD, location: str = "",
-            field_caps: bool = True) -> Converted:
+            field_caps: bool = True, _dups_checked: bool = False) -> Converted:
     """Convert records (dicts, or JSON bytes/str of one object each) into an Arrow table.
 
     Rows keep input order; `indexes` maps rows back to input positions. eventtime is parsed for the
     whole batch at once; records without a usable eventTime are rejected. `field_caps=False` is for
     records CloudTrail itself already delivered (trail log imports): they are kept byte-for-byte unless
     the whole event exceeds the size mode, because real delivered events do carry fields a few bytes over
-    the documented caps and re-truncating them would alter digest-validated content.
+    the documented caps and re-truncating them would alter digest-validated content. A record given as
+    text that names a key twice in one object is rejected (`DuplicateKey`, see `recordscan.duplicate_keys`).
     """
     max_bytes = limits.MAX_EVENT_BYTES[size_mode]
     rejects: list[Reject] = []
@@ -188,8 +189,19 @@ def convert(records: Iterable[Any], *, size_mode: str = limits.STANDARD, locatio
     idx: list[int] = []
     jsons: list[str] = []
     truncated = 0
+    records = records if isinstance(records, list) else list(records)
+    dup_at: dict[int, str] = {}
+    if not _dups_checked:
+        at = [i for i, r in enumerate(records) if isinstance(r, (bytes, bytearray, memoryview, str))]
+        if at:
+            found = recordscan.duplicate_keys([r.encode() if isinstance(r, str) else bytes(r)
+                                               for r in (records[i] for i in at)])
+            dup_at = {at[j]: key for j, key in found}
     for i, rec in enumerate(records):
         text = None
+        if i in dup_at:
+            rejects.append(_duplicate_reject(i, dup_at[i], location))
+            continue
         if isinstance(rec, (bytes, bytearray, memoryview, str)):
             text = compact_json(bytes(rec) if not isinstance(rec, str) else rec.encode())
             try:
@@ -411,21 +423,40 @@ def convert_raw(raws: list, *, size_mode: str = limits.STANDARD, location: str =
     the import path for events CloudTrail already delivered. `compacted`: the texts went through
     `compact_json` already (the importer's `split_raw` does that).
     """
-    max_bytes = limits.MAX_EVENT_BYTES[size_mode]
     if not compacted:
         raws = [compact_json(bytes(r)) for r in raws]
+    dups = recordscan.duplicate_keys(raws) if raws else []
+    if not dups:
+        return _convert_raw(raws, size_mode, location, scanner)
+    bad = dict(dups)
+    keep = [i for i in range(len(raws)) if i not in bad]
+    conv = _convert_raw([raws[i] for i in keep], size_mode, location, scanner)
+    rejects = [Reject(keep[r.index], r.code, r.message, r.location) for r in conv.rejects]
+    rejects += [_duplicate_reject(i, key, location) for i, key in dups]
+    rejects.sort(key=lambda r: r.index)
+    return Converted(conv.table, rejects, [keep[i] for i in conv.indexes], conv.truncated)
+
+
+def _duplicate_reject(index: int, key: str, location: str) -> Reject:
+    return Reject(index, "DuplicateKey", f"record names the key {key[:100]!r} twice in one object; such records are "
+                                         "refused (readers disagree on which value counts)", location)
+
+
+def _convert_raw(raws: list[bytes], size_mode: str, location: str, scanner: bool) -> Converted:
+    """`convert_raw` of compacted texts without duplicate keys."""
+    max_bytes = limits.MAX_EVENT_BYTES[size_mode]
     if not raws:
-        return convert([], size_mode=size_mode, location=location, field_caps=False)
+        return convert([], size_mode=size_mode, location=location, field_caps=False, _dups_checked=True)
     if scanner and recordscan.available():
         scanned = _convert_scanned(raws, location, max_bytes)
         if scanned is not None:
             return scanned
     if max(map(len, raws)) > max_bytes:
-        return convert(raws, size_mode=size_mode, location=location, field_caps=False)
+        return convert(raws, size_mode=size_mode, location=location, field_caps=False, _dups_checked=True)
     try:
         received = _string_array(raws)  # invalid UTF-8 raises here, before any record is judged
     except pa.ArrowInvalid:
-        return convert(raws, size_mode=size_mode, location=location, field_caps=False)
+        return convert(raws, size_mode=size_mode, location=location, field_caps=False, _dups_checked=True)
     try:
         nd = b"\n".join(r.replace(b"\n", b" ").replace(b"\r", b" ") if (b"\n" in r or b"\r" in r) else r
                         for r in raws)
@@ -439,7 +470,7 @@ def convert_raw(raws: list, *, size_mode: str = limits.STANDARD, location: str =
         # assumed-role records carry an empty `"webIdFederationData":{}`, which needs no parse.
         webid_in = set(_records_matching(_WEBID_ATTRS, nd, raws)) if b"webIdFederationData" in nd else set()
     except (pa.ArrowException, msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
-        return convert(raws, size_mode=size_mode, location=location, field_caps=False)
+        return convert(raws, size_mode=size_mode, location=location, field_caps=False, _dups_checked=True)
     tb = tb.combine_chunks()
     times = _parse_times(tb.column("eventTime"))
     far = _outside_bounds(times)

@@ -111,6 +111,38 @@ def split(data: bytes) -> list[bytes] | None:
     return None if _recordscan is None else _recordscan.split(data)
 
 
+def duplicate_keys(raws: list[bytes]) -> list[tuple[int, str]]:
+    """(index, key) of each record that names a key twice in one of its objects, at any depth (keys compared
+    after unescaping). Such records are refused: the columns (orjson, msgspec, this scanner) take the last
+    value, while readers of the stored `eventjson` may take the first, so the record would say two things.
+    Records that are not valid JSON are not listed (the converter rejects them for that)."""
+    if _recordscan is not None:
+        return [(i, k if isinstance(k, str) else k.decode("utf-8", "replace"))
+                for i, k in _recordscan.duplicate_keys(raws)]
+    import json
+
+    class _Dup(Exception):
+        pass
+
+    def pairs(items: list) -> dict:
+        seen = set()
+        for k, _ in items:
+            if k in seen:
+                raise _Dup(k)
+            seen.add(k)
+        return dict(items)
+
+    out = []
+    for i, raw in enumerate(raws):
+        try:
+            json.loads(raw, object_pairs_hook=pairs)
+        except _Dup as e:
+            out.append((i, str(e.args[0])))
+        except (ValueError, RecursionError):
+            pass
+    return out
+
+
 def _buf(b: bytes | None) -> pa.Buffer | None:
     return None if b is None else pa.py_buffer(b)
 
@@ -156,4 +188,4 @@ def _times(text: pa.Array, parsed: pa.Array) -> pa.Array:
     return pc.coalesce(parsed, rest.cast(schema.TIMESTAMP))
 
 
-__all__ = ["scan", "split", "available", "canonical_text", "SPEC", "KEY_SPEC", "TIME_SPEC"]
+__all__ = ["scan", "split", "available", "canonical_text", "duplicate_keys", "SPEC", "KEY_SPEC", "TIME_SPEC"]
