@@ -419,13 +419,19 @@ class LakeServer:
         except SigV4Error as e:
             raise ApiError(e.code, e.message, 400) from None
 
-    def authenticate(self, pending: PendingSignature | None, sreq: SignedRequest, body_hash: str) -> Principal:
+    def authenticate(self, pending: PendingSignature | None, sreq: SignedRequest, body_hash: str,
+                     mutating: bool) -> Principal:
         """The principal of a request whose body has arrived (hashed while read): the signature and the
-        payload hash hold and the signature was never accepted before."""
+        payload hash hold and, for a mutating operation, the signature was never accepted before.
+
+        Replays are refused for mutating operations only: botocore signs no per-call nonce (its
+        amz-sdk-invocation-id header is added after signing), so identical read-only calls within one
+        second (polling DescribeQuery/GetQueryResults) carry identical signatures, and replaying a read
+        changes nothing."""
         if pending is None:
             return self.anonymous()
         try:
-            return pending.finish(sreq, body_hash, replay=self.replay).principal
+            return pending.finish(sreq, body_hash, replay=self.replay if mutating else None).principal
         except SigV4Error as e:
             raise ApiError(e.code, e.message, 400) from None
 
@@ -581,6 +587,7 @@ async def _handle(state: LakeServer, request, service: str) -> Any:
     params: Any = None
     ctx = None
     reader: _BodyReader | None = None
+    remembered: str | None = None  # the signature the replay cache holds for this request
     try:
         client_host = request.client.host if request.client else ""
         sreq = _signed_request(request, b"")
@@ -589,7 +596,10 @@ async def _handle(state: LakeServer, request, service: str) -> Any:
         reader.check_length()
         body = await reader.read()
         sreq = dataclasses.replace(sreq, body=body)
-        principal = state.authenticate(pending, sreq, reader.sha.hexdigest())
+        claimed = request.url.path.strip("/") if rest else \
+            request.headers.get("x-amz-target", "").removeprefix(TARGET_PREFIX)  # both covered by the signature
+        principal = state.authenticate(pending, sreq, reader.sha.hexdigest(), claimed in MUTATING)
+        remembered = pending.signature if pending is not None and claimed in MUTATING else None
         reader.release()
         ctx = ApiContext(lake=state.lake, principal=principal, region=state.region, request_id=request_id,
                          source_ip=client_host or "127.0.0.1", user_agent=request.headers.get("user-agent", ""),
@@ -626,21 +636,25 @@ async def _handle(state: LakeServer, request, service: str) -> Any:
         out = serialize(op.output_shape, result if result is not None else {}) if op.output_shape else {}
         if op_name in MUTATING and state.audit is not None:
             shown = None if rest or not op.output_shape else serialize(op.output_shape, result or {}, iso=True)
-            _audit(state, ctx, op_name, service, params, shown, None)
+            await run_in_threadpool(_audit, state, ctx, op_name, service, params, shown, None)  # fsyncs the journal
         return _json_response(out or {}, 200, request_id, "application/json" if rest else JSON_11)
     except _ClientGone:
         return _json_response({}, 400, request_id, JSON_11, {"connection": "close"})
     except ApiError as e:
         if ctx is not None and op_name in MUTATING and state.audit is not None:
-            _audit(state, ctx, op_name, service, params if isinstance(params, dict) else None, None,
-                   (e.code, e.message))
+            await run_in_threadpool(_audit, state, ctx, op_name, service,  # journal fsync off the event loop
+                                    params if isinstance(params, dict) else None, None, (e.code, e.message))
+        if remembered is not None and (e.status >= 500 or e.code == "ThrottlingException"):
+            state.replay.forget(remembered)  # the SDK retries it, possibly with the same signature
         return await _refuse(protocol, e, request_id, reader)
     except Exception as e:  # noqa: BLE001 - one line to the client and the log, a bounded traceback at debug
         _log_internal_error(request_id, op_name, e)
         err = ApiError("InternalFailure", f"internal error ({type(e).__name__}); request id {request_id}", 500)
         if ctx is not None and op_name in MUTATING and state.audit is not None:
-            _audit(state, ctx, op_name, service, params if isinstance(params, dict) else None, None,
-                   (err.code, err.message))
+            await run_in_threadpool(_audit, state, ctx, op_name, service,  # journal fsync off the event loop
+                                    params if isinstance(params, dict) else None, None, (err.code, err.message))
+        if remembered is not None:
+            state.replay.forget(remembered)
         return await _refuse(protocol, err, request_id, reader)
     finally:
         if reader is not None:
@@ -704,7 +718,8 @@ def create_app(lake, config: ServerConfig | None = None):
 
     async def health(request: Request):
         return JSONResponse({"status": "ok", "region": state.region, "operations": sorted(OPERATIONS),
-                             "dataOperations": sorted(DATA_OPERATIONS)})
+                             "dataOperations": sorted(DATA_OPERATIONS),
+                             "audit": state.audit.stats() if state.audit is not None else None})
 
     async def not_found(request: Request):
         err = ApiError("UnknownOperationException", f"no operation at {request.method} {request.url.path}", 404)
@@ -779,7 +794,7 @@ def _guarded_protocol(header_timeout: float):
 _SECRET_PATTERNS = [
     (re.compile(r"(?i)(X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"']+"), r"\1REDACTED"),
     (re.compile(r"(?i)(Signature=)[0-9a-f]{16,}"), r"\1REDACTED"),
-    (re.compile(r"(?i)(Credential=)[^,\s\"']+"), r"\1REDACTED"),
+    (re.compile(r"(?i)(Credential=)[^,&\s\"']+"), r"\1REDACTED"),
     (re.compile(r"(?i)(secret_access_key[\"']?\s*[:=]\s*[\"']?)[^\"',\s}]+"), r"\1REDACTED"),
     (re.compile(r"(?m)^([0-9a-f]{64})$"), "REDACTED"),  # botocore.auth's "Signature:\n<hex>" debug line
 ]

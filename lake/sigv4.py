@@ -390,6 +390,11 @@ def check_headers(req: SignedRequest, credentials: Mapping[str, Credential], *, 
             raise SigV4Error("InvalidSignatureException",
                              f"'{'X-Amz-Date' if date_header == 'x-amz-date' else 'Date'}' must be a "
                              "'SignedHeader' in the AWS Authorization.")
+    unsigned = [h for h in ("x-amz-target", "x-amz-content-sha256")
+                 if req.header(h) is not None and h not in signed_headers]
+    if unsigned:  # the operation and the payload hash must not be changeable under a valid signature
+        raise SigV4Error("InvalidSignatureException",
+                         f"There were headers present in the request which were not signed: {', '.join(unsigned)}")
     missing = [h for h in signed_headers if req.header(h) is None]
     if missing:
         raise SigV4Error("InvalidSignatureException",
@@ -519,6 +524,16 @@ class ReplayCache:
             t = expires_at.timestamp()
             self._seen[key] = t
             heapq.heappush(self._expiry, (t, key))
+
+    def forget(self, signature: str) -> None:
+        """Drop `signature` again: its request failed in a way the client retries (a server fault,
+        throttling), and an SDK retry signed within the same second carries the same signature."""
+        try:
+            key = bytes.fromhex(signature)
+        except ValueError:
+            key = signature.encode()
+        with self._lock:
+            self._seen.pop(key, None)  # its heap entry is skipped when it expires
 
 
 __all__ = ["Credential", "SigV4Error", "SignedRequest", "PendingSignature", "ReplayCache", "load_credentials",

@@ -4,12 +4,18 @@ Two primitives carry the commit protocol: `create` (write a whole file only if t
 exposing a partial file) and `read`. Locally `create` writes a temp file and hard-links it into place,
 which is atomic and fails when the name exists; on S3 it is a PUT with `If-None-Match: *`, which s3fs issues
 for mode "xb". Everything else (listing, deleting, streaming Parquet) is plain fsspec.
+
+Local files are created with mode 0600 and directories 0700 (the lake holds every account's events, the
+NextToken signing key and service state: nobody but the lake's own user should read them), whatever the
+umask. Operators who need group access set `$LAKE_FILE_MODE` (e.g. `0640`: directories then get `0750`).
+S3 objects have no modes; their access is the bucket's policy.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+import stat
 import uuid
 from dataclasses import dataclass
 from typing import IO, Any
@@ -19,6 +25,32 @@ import fsspec
 
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI and what to check."""
+
+
+FILE_MODE_ENV = "LAKE_FILE_MODE"
+DEFAULT_FILE_MODE = 0o600
+
+
+def file_mode_from_env() -> int:
+    """The mode of new local files: `$LAKE_FILE_MODE` (octal, read/write for the owner, no execute or
+    special bits, e.g. 0600, 0640, 0660) or 0600."""
+    text = os.environ.get(FILE_MODE_ENV, "").strip()
+    if not text:
+        return DEFAULT_FILE_MODE
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if mode < 0 or mode & ~0o666 or mode & 0o600 != 0o600:
+        raise StorageError(f"${FILE_MODE_ENV}={text!r} is not a file mode for lake files: give octal permissions "
+                           "with read and write for the owner and no execute bits, e.g. 0600 (default) or 0640")
+    return mode
+
+
+def dir_mode_for(file_mode: int) -> int:
+    """Directories get rwx for the owner and, for group and others, r-x where files are readable and w
+    where they are writable (0600 -> 0700, 0640 -> 0750, 0660 -> 0770)."""
+    return 0o700 | (file_mode & 0o066) | ((file_mode & 0o044) >> 2)
 
 
 @dataclass(frozen=True)
@@ -50,12 +82,14 @@ def storage_options_from_env(protocol: str) -> dict[str, Any]:
 class Storage:
     """A lake root on the local disk or any fsspec filesystem."""
 
-    def __init__(self, uri: str, storage_options: dict[str, Any] | None = None):
+    def __init__(self, uri: str, storage_options: dict[str, Any] | None = None, file_mode: int | None = None):
         self.uri = uri
         self.protocol, self.root = _split_uri(uri)
         self.local = self.protocol in ("file", "local")
         if self.local:
             self.fs = None
+            self.file_mode = file_mode if file_mode is not None else file_mode_from_env()
+            self.dir_mode = dir_mode_for(self.file_mode)
         else:
             opts = {**storage_options_from_env(self.protocol), **(storage_options or {})}
             opts.setdefault("skip_instance_cache", True)
@@ -137,9 +171,9 @@ class Storage:
         `durable=False` skips the fsync for files whose loss at power failure is harmless (intents, ledger)."""
         if self.local:
             full = self.full(path)
-            os.makedirs(os.path.dirname(full), exist_ok=True)
+            self._makedirs(os.path.dirname(full))
             tmp = os.path.join(os.path.dirname(full), f".tmp-{uuid.uuid4().hex}")
-            with open(tmp, "wb") as f:
+            with self._open_new(tmp, os.O_EXCL) as f:
                 f.write(data)
                 if durable:
                     f.flush()
@@ -166,9 +200,9 @@ class Storage:
         """Replace a file atomically (only for hints that are never trusted, e.g. `_last_checkpoint`)."""
         if self.local:
             full = self.full(path)
-            os.makedirs(os.path.dirname(full), exist_ok=True)
+            self._makedirs(os.path.dirname(full))
             tmp = os.path.join(os.path.dirname(full), f".tmp-{uuid.uuid4().hex}")
-            with open(tmp, "wb") as f:
+            with self._open_new(tmp, os.O_EXCL) as f:
                 f.write(data)
             os.replace(tmp, full)
             return
@@ -179,9 +213,35 @@ class Storage:
         """A binary stream for a new file (segments); parent directories are created as needed."""
         full = self.full(path)
         if self.local:
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            return open(full, "wb")
+            self._makedirs(os.path.dirname(full))
+            return self._open_new(full, os.O_TRUNC)
         return self.fs.open(full, "wb")
+
+    def _open_new(self, full: str, flag: int) -> IO[bytes]:
+        """A local file opened for writing with the lake's file mode from its first byte (os.open's mode;
+        then fchmod, because the umask may have removed bits the operator asked for)."""
+        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flag, self.file_mode)
+        try:
+            if stat.S_IMODE(os.fstat(fd).st_mode) != self.file_mode:
+                os.fchmod(fd, self.file_mode)
+            return os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _makedirs(self, full: str) -> None:
+        """os.makedirs, but every directory it creates gets the lake's directory mode (os.makedirs applies
+        its mode to the last one only, and through the umask); existing directories are left alone."""
+        if os.path.isdir(full):
+            return
+        parent = os.path.dirname(full)
+        if parent and parent != full:
+            self._makedirs(parent)
+        try:
+            os.mkdir(full, self.dir_mode)
+        except FileExistsError:
+            return
+        os.chmod(full, self.dir_mode)
 
     def open_read(self, path: str) -> IO[bytes]:
         if self.local:

@@ -64,7 +64,8 @@ PRINCIPALS: dict[str, Credential] = {
 }
 
 __all__ = ["expect", "ACCOUNT_A", "ACCOUNT_B", "REGION", "AUDIT_STORE", "PRINCIPALS", "server", "cloudtrail_client",
-           "data_client", "aws_cli", "aws_run", "AwsCliError", "signed_request", "audit_events", "boto_client"]
+           "data_client", "aws_cli", "aws_run", "AwsCliError", "signed_request", "audit_events", "boto_client",
+           "lake_serve_process"]
 
 
 @pytest.fixture
@@ -218,6 +219,42 @@ def signed_request(server, principal: str | None, body: bytes | str | dict, *, t
     except json.JSONDecodeError:
         payload = text
     return resp.status, {k.lower(): v for k, v in resp.headers.items()}, payload
+
+
+def lake_serve_process(tmp_path, *args: str, timeout: float = 30):
+    """`lake serve` as a subprocess on a free loopback port with alice's key (credentials file 0600) and
+    `args`; waits until /health answers. Returns (Popen with text stdout/stderr pipes, port)."""
+    import socket
+    import time
+
+    import urllib3
+
+    creds = tmp_path / "creds.json"
+    a = PRINCIPALS["alice"]
+    creds.write_text(json.dumps([{"access_key_id": a.access_key_id, "secret_access_key": a.secret_access_key,
+                                  "principal_arn": a.principal_arn}]))
+    os.chmod(creds, 0o600)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "LAKE_ACCOUNT_ID": ACCOUNT_A, "LAKE_REGION": REGION}
+    proc = subprocess.Popen([sys.executable, "-m", "lake.cli", "--lake", str(tmp_path / "lake"), "serve", "--port",
+                             str(port), "--credentials", str(creds), *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    http = urllib3.PoolManager()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if http.request("GET", f"http://127.0.0.1:{port}/health", retries=False).status == 200:
+                return proc, port
+        except urllib3.exceptions.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"lake serve exited: {proc.communicate()[1][-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("lake serve did not come up")
+        time.sleep(0.1)
 
 
 def audit_events(server) -> list[dict]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from lake.lake import Lake  # noqa: E402
 from lake.sigv4 import load_credentials, parse_credentials  # noqa: E402
 from tests.server_fixture import *  # noqa: E402,F401,F403
 from tests.server_fixture import (ACCOUNT_A, ACCOUNT_B, AUDIT_STORE, PRINCIPALS, REGION,  # noqa: E402
-                                  audit_events, boto_client, signed_request)
+                                  audit_events, boto_client, lake_serve_process, signed_request)
 
 NOW = lambda: datetime.now(timezone.utc)  # noqa: E731
 
@@ -507,37 +506,9 @@ def test_no_audit_store_means_no_auditing(tmp_path):
 
 # ---- the command ------------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_lake_serve_command(tmp_path):
-    creds = tmp_path / "creds.json"
-    a = PRINCIPALS["alice"]
-    creds.write_text(json.dumps([{"access_key_id": a.access_key_id, "secret_access_key": a.secret_access_key,
-                                  "principal_arn": a.principal_arn}]))
-    port = _free_port()
-    env = {**os.environ, "LAKE_ACCOUNT_ID": ACCOUNT_A, "LAKE_REGION": REGION}
-    proc = subprocess.Popen([sys.executable, "-m", "lake.cli", "--lake", str(tmp_path / "lake"), "serve", "--port",
-                             str(port), "--credentials", str(creds), "--audit-store", "audit", "--log-level",
-                             "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, port = lake_serve_process(tmp_path, "--audit-store", "audit", "--log-level", "warning")
     try:
-        import urllib3
-
-        http = urllib3.PoolManager()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if http.request("GET", f"http://127.0.0.1:{port}/health", retries=False).status == 200:
-                    break
-            except urllib3.exceptions.HTTPError:
-                pass
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "lake serve did not come up"
-            time.sleep(0.1)
-
         class Srv:
             url = f"http://127.0.0.1:{port}"
         client = boto_client(Srv, "cloudtrail", "alice")
