@@ -469,12 +469,14 @@ def start_query(ctx: ApiContext, params: dict) -> dict:
         raise ApiError("InvalidQueryStatementException", "QueryStatement is longer than 10,000 characters")
     delivery = params.get("DeliveryS3Uri")
     if delivery:
-        _check_delivery_uri(delivery)
-        if tenancy.location(ctx, delivery, ctx.principal.account_id, must_exist=False) is None:  # issue 15
+        # issue 15: only where the caller's account may write (lake/tenancy.py), checked before S3 is contacted
+        named = delivery.startswith("file://") or "://" not in delivery or tenancy.S3_URI_RE.fullmatch(delivery)
+        if named and tenancy.location(ctx, delivery, ctx.principal.account_id, must_exist=False) is None:
             raise ApiError("InsufficientS3BucketPolicyException",
                            f"Lake may not write query results to {delivery[:300]} for account "
                            f"{ctx.principal.account_id}: use an S3 bucket of the account or a local folder under "
                            "an import root configured for it")
+        _check_delivery_uri(delivery)
     stores, accounts = _check_statement(ctx, sql)
     now = datetime.now(timezone.utc)  # the admission time orders ListQueries (ctx.now is the request's arrival)
     qid = str(uuid.uuid4())
