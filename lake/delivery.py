@@ -64,13 +64,20 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import LakeError
+from .enrichment import strip_event_context
+from .errors import SegmentIntegrityError
 from .log import Log, now_iso, parse_iso
 from .schema import EVENT_SCHEMA
 from .selectors import selector_expr
-from .trails import SOURCES, TRAIL_CATEGORIES, Trail, TrailCatalog, bucket_target, readable_stores
 from .storage import Storage
-from .enrichment import strip_event_context
+from .trails import (
+    SOURCES,
+    TRAIL_CATEGORIES,
+    Trail,
+    TrailCatalog,
+    bucket_target,
+    readable_stores,
+)
 
 try:  # digest files are written by lake/digest.py; delivery works without it
     from .digest import DigestWriter
@@ -78,13 +85,6 @@ except ImportError:  # pragma: no cover - only while digest.py does not exist
     DigestWriter = None  # type: ignore[assignment,misc]
 
 log = logging.getLogger("lake.delivery")
-
-
-class SegmentIntegrityError(LakeError):
-    """A segment's bytes differ from its manifest entry: delivery of the trail stops (nothing is written or
-    signed over those bytes) until the lake is repaired."""
-
-    code = "SegmentIntegrityError"
 
 MAX_FILE_BYTES = 50_000_000            # reference 3.4: 50 MB before compression
 BATCH_BYTES = 128 << 20                # eventjson bytes planned per batch (bounds memory)

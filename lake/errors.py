@@ -58,5 +58,12 @@ class SqlError(LakeError):
         return f"{text}\n{' ' * max((self.col or 1) - 1, 0)}^"
 
 
+class SegmentIntegrityError(LakeError):
+    """A segment's bytes differ from the SHA-256/size its manifest entry records: whatever was about to use
+    them (delivery, compaction, retention) stops without writing, committing or signing anything."""
+
+    code = "SegmentIntegrityError"
+
+
 class QueryCancelled(LakeError):
     code = "QueryCancelledException"

@@ -209,7 +209,9 @@ class Log:
         data = self.storage.read(path)
         if self.storage.read(path + ".sha256").decode().strip() != sha256_hex(data):
             raise LogError(f"{self.storage.uri_of(path)} does not match its .sha256 sidecar")
-        from .segments import arrow_owned  # never a Python-owned buffer (SIGABRT at exit; see there)
+        from .segments import (
+            arrow_owned,  # never a Python-owned buffer (SIGABRT at exit; see there)
+        )
         table = pq.read_table(pa.BufferReader(arrow_owned(data)))
         meta = table.schema.metadata or {}
         table = table.replace_schema_metadata(None)
@@ -314,6 +316,28 @@ class Log:
             self.storage.write(self.hint_path, orjson.dumps({"version": snap.version}))
         except OSError:
             pass  # a checkpoint is an optimisation; the commits remain the truth
+
+
+def check_segment_bytes(storage: Storage, path: str, data: bytes, entry: dict) -> None:
+    """Raise SegmentIntegrityError (one line) unless `data` are the bytes `entry` (a manifest entry) records."""
+    from .errors import SegmentIntegrityError
+
+    digest = sha256_hex(data)
+    if digest != entry.get("sha256") or len(data) != entry.get("bytes"):
+        raise SegmentIntegrityError(
+            f"segment {storage.uri_of(path)} does not match its manifest entry (SHA-256 {digest[:16]}..., "
+            f"{len(data)} bytes; manifest {str(entry.get('sha256'))[:16]}..., {entry.get('bytes')} bytes): "
+            "stopped, nothing written; run `lake verify`")
+
+
+def read_verified_segment(storage: Storage, prefix: str, entry: dict, columns: list[str] | None = None) -> pa.Table:
+    """A segment's rows, from bytes checked against its manifest entry first (the bytes hashed are the bytes
+    parsed). For writers that turn stored events into new, freshly hashed segments (compaction, retention):
+    without the check they would launder a changed segment into one that verifies."""
+    path = f"{prefix}/{entry['path']}"
+    data = storage.read(path)
+    check_segment_bytes(storage, path, data, entry)
+    return pq.read_table(pa.BufferReader(data), columns=columns)
 
 
 def encode_commit(body: dict) -> bytes:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import segments
-from .log import Snapshot, now_iso, parse_iso
+from .log import Snapshot, now_iso, parse_iso, read_verified_segment
 from .schema import TIMESTAMP
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def compact(store: "Store", *, target_bytes: int = DEFAULT_TARGET_BYTES, dry_run
     added: list[dict] = []
     removed: list[str] = []
     for n, group in enumerate(groups):
-        inputs = [segments.read_segment(storage, store.prefix, e["path"]) for e in group]
+        inputs = [read_verified_segment(storage, store.prefix, e) for e in group]  # never launder changed bytes
         merged = pa.concat_tables(inputs)
         merged = segments.ordered(merged)
         if _checksums(inputs) != _checksums([merged]):  # pragma: no cover - defensive proof
@@ -145,7 +145,7 @@ def retention(store: "Store", *, now: datetime | None = None, dry_run: bool = Tr
         if not dry_run:
             _write_intent(store, txn, "RETENTION")
         for n, e in enumerate(straddle):
-            t = segments.read_segment(storage, store.prefix, e["path"])
+            t = read_verified_segment(storage, store.prefix, e)  # never launder changed bytes
             kept = t.filter(pc.greater_equal(t.column("eventtime"), pa.scalar(cutoff, TIMESTAMP)))
             kept = segments.ordered(kept)  # dropping rows can move row-group boundaries
             report["events_removed"] += t.num_rows - kept.num_rows

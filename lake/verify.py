@@ -18,7 +18,15 @@ import orjson
 
 from . import segments
 from .errors import InvalidParameter
-from .log import Log, LogError, Snapshot, apply_commit, commit_is_canonical, parse_iso, sha256_hex
+from .log import (
+    Log,
+    LogError,
+    Snapshot,
+    apply_commit,
+    commit_is_canonical,
+    parse_iso,
+    sha256_hex,
+)
 from .maintenance import DEFAULT_GRACE
 
 log = logging.getLogger("lake.verify")

@@ -16,18 +16,16 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
+from lake import delivery, maintenance, segments
 from lake import log as lakelog
-from lake import maintenance, segments
 from lake.cli import cli
-from lake import delivery
 from lake.delivery import Deliverer, deliver_all
 from lake.keys import KeyRing, PublicKey, fingerprint, pkcs1_der
 from lake.lake import Lake
-from lake.log import Log, apply_commit, encode_commit, sha256_hex
+from lake.log import Log, apply_commit, encode_commit
 from lake.storage import Storage
 from lake.trails import TrailCatalog, map_bucket
 from lake.verify import verify
-
 from tests.server_fixture import *  # noqa: F401,F403 - server, cloudtrail_client
 
 A = "111111111111"
@@ -329,3 +327,32 @@ def test_delivery_of_untouched_segments_still_works(tmp_path, keydir):
     assert Deliverer(lake, t).run_once().events == 12
     assert verify(lake)["ok"]
     assert verify(lake)["stores"][0]["retired_checked"] == 3
+
+
+@pytest.mark.parametrize("operation", ["compact", "retention"])
+def test_maintenance_does_not_launder_a_changed_segment(tmp_path, keydir, operation):
+    """Compaction and retention write new, freshly hashed segments from old ones: reading a changed segment
+    unchecked would turn it into one that verifies. They stop with one line instead, committing nothing."""
+    from lake.errors import LakeError
+
+    lake = Lake(str(tmp_path / "lake"), region=REGION, account_id=A)
+    st = lake.create_store("store-one")
+    early, late = ev("alice", 0), ev("alice", 1)
+    early["eventTime"], late["eventTime"] = "2026-11-01T00:00:00Z", "2026-11-01T12:00:00Z"
+    st.append([early, late], source="import")  # one segment that straddles the cutoff below
+    for n in range(2):
+        st.append([ev("alice", n)], source="import")
+    before = st.snapshot()
+    target = [e["path"] for e in before.entries() if (e["date"] == "2026-11-01") == (operation == "retention")]
+    _mallory(lake, st.prefix, target[0])
+    cutoff = datetime(2026, 11, 1, 6, tzinfo=timezone.utc)
+    with pytest.raises(LakeError) as e:
+        if operation == "compact":
+            maintenance.compact(st)
+        else:
+            st2 = lake.store("store-one")
+            days = st2.snapshot().metadata["RetentionPeriod"]
+            maintenance.retention(st2, now=cutoff + timedelta(days=days), dry_run=False)
+    assert "does not match its manifest entry" in str(e.value) and "\n" not in str(e.value)
+    assert st.snapshot().version == before.version  # nothing committed
+    assert any(f["kind"] == "tampered" for f in findings(verify(lake)))
