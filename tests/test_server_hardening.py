@@ -30,9 +30,9 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from lake.apicore import OPERATIONS, TARGET_PREFIX
-from lake.apiserver import ServerConfig, ServerThread, redact
+from lake.apiserver import ServerConfig, ServerThread
 from lake.lake import Lake
-from lake.sigv4 import ReplayCache, SigV4Error, load_credentials
+from lake.sigv4 import SigV4Error, load_credentials
 from lake.storage import Storage, StorageError
 from tests.server_fixture import *  # noqa: F403 - server, cloudtrail_client, data_client
 from tests.server_fixture import ACCOUNT_A, AUDIT_STORE, PRINCIPALS, REGION, boto_client, lake_serve_process
@@ -392,6 +392,8 @@ def test_unsigned_payload_is_refused_for_json_operations(server):
 
 
 def test_replay_cache_is_bounded():
+    from lake.sigv4 import ReplayCache
+
     cache = ReplayCache(capacity=2)
     now = datetime.now(timezone.utc)
     cache.remember("aa" * 32, now + timedelta(seconds=1), now=now)
@@ -548,6 +550,8 @@ def test_debug_logs_do_not_print_signatures(tmp_path):
 
 
 def test_redact():
+    from lake.apiserver import redact
+
     line = ('POST /?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F20260101%2Fus-east-1&'
             'X-Amz-Signature=' + "ab" * 32 + ' Authorization: AWS4-HMAC-SHA256 Credential=AKIA/x/y/z/aws4_request, '
             'SignedHeaders=host, Signature=' + "cd" * 32)
