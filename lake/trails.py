@@ -97,6 +97,7 @@ InvalidHomeRegion = _error("InvalidHomeRegion", "InvalidHomeRegionException")
 InsightNotEnabled = _error("InsightNotEnabled", "InsightNotEnabledException")
 TrailConflict = _error("TrailConflict", "ConflictException")
 NotManagementAccount = _error("NotManagementAccount", "NotOrganizationMasterAccountException")
+InsufficientBucketPolicy = _error("InsufficientBucketPolicy", "InsufficientS3BucketPolicyException")
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -436,11 +437,60 @@ def _ts_text(value: str | None) -> str | None:
 
 # --------------------------------------------------------------------------------------------- buckets
 
-def map_bucket(lake: Any, bucket: str, uri: str, storage_options: dict | None = None) -> None:
-    """Make `bucket` mean `uri` (a local directory or any fsspec URI) for every trail of the lake."""
+def map_bucket(lake: Any, bucket: str, uri: str, storage_options: dict | None = None,
+               account: str | None = None) -> None:
+    """Make `bucket` mean `uri` (a local directory or any fsspec URI) for the lake's trails: those of `account`
+    only when given (the bucket is that account's, as its policy would say on S3), else of every account.
+    Never the lake's own folder: trails would write into the stores."""
     check_bucket_name(bucket)
-    doc = {"Bucket": bucket, "Uri": uri, **({"StorageOptions": storage_options} if storage_options else {})}
+    if account is not None and not re.fullmatch(r"\d{12}", account):
+        raise TrailError(f"bucket owner {account!r} is not a 12-digit account id")
+    if _inside_lake(lake, uri):
+        raise InsufficientBucketPolicy(f"bucket {bucket} cannot be mapped to {uri}: it is inside the lake")
+    doc = {"Bucket": bucket, "Uri": uri, **({"StorageOptions": storage_options} if storage_options else {}),
+           **({"Account": account} if account else {})}
     lake.storage.write(f"{BUCKETS}/{bucket}.json", orjson.dumps(doc))
+
+
+def _inside_lake(lake: Any, uri: str) -> bool:
+    """Whether a destination URI is the lake's own root or lies inside it (or contains it)."""
+    st = lake.storage
+    if "://" not in uri or uri.startswith("file://"):
+        if not st.local:
+            return False
+        return _nested(os.path.realpath(uri.removeprefix("file://")), os.path.realpath(st.root), os.sep)
+    proto, _, rest = uri.partition("://")
+    if st.local or proto not in ("s3", "s3a") or st.protocol not in ("s3", "s3a"):
+        return False
+    return _nested(rest.strip("/"), st.root.strip("/"), "/")
+
+
+def _nested(a: str, b: str, sep: str) -> bool:
+    """a and b are the same place or one lies inside the other."""
+    a, b = a.rstrip(sep), b.rstrip(sep)
+    return a == b or a.startswith(b + sep) or b.startswith(a + sep)
+
+
+def check_bucket_access(lake: Any, bucket: str, owner: str, destination_uri: str | None = None) -> None:
+    """InsufficientS3BucketPolicyException unless a trail of `owner` may write to `bucket`: a mapped bucket
+    reserved for another account (`map_bucket(..., account=)`) is not its; an unmapped `s3://bucket` must not
+    be the lake's own storage nor the bucket another account's trail delivers to (lake/tenancy.py); no
+    destination may lie inside the lake. A `Lake.Destination` is the operator's (CLI) choice."""
+    if destination_uri:
+        return
+    denied = InsufficientBucketPolicy(f"Incorrect S3 bucket policy is detected for bucket: {bucket}")
+    try:
+        doc = orjson.loads(lake.storage.read(f"{BUCKETS}/{bucket}.json"))
+    except FileNotFoundError:
+        doc = None
+    if doc is not None:
+        if doc.get("Account") not in (None, owner) or _inside_lake(lake, doc["Uri"]):
+            raise denied
+        return
+    from .tenancy import s3_allowed
+
+    if not s3_allowed(lake, f"s3://{bucket}", owner, {}):
+        raise denied
 
 
 def unmap_bucket(lake: Any, bucket: str) -> None:
@@ -606,6 +656,7 @@ class TrailCatalog:
         if len(self.list([owner], region)) >= MAX_TRAILS_PER_REGION:
             raise TooManyTrails(f"User: {owner} already has {MAX_TRAILS_PER_REGION} trails in {region}.")
         if check_destination:
+            check_bucket_access(self.lake, bucket, owner, ext.get("Destination"))
             check_bucket(self.lake, bucket, ext.get("Destination"))
         ts = now_iso()
         doc = {
@@ -654,6 +705,7 @@ class TrailCatalog:
         if bucket is not None:
             check_bucket_name(bucket)
             if check_destination and bucket != trail.bucket:
+                check_bucket_access(self.lake, bucket, trail.owner, trail.extension.get("Destination"))
                 check_bucket(self.lake, bucket, trail.extension.get("Destination"))
         if prefix is not None:
             check_prefix(prefix)
@@ -900,12 +952,14 @@ def _delete_cmd(obj, ref):
 @click.argument("bucket")
 @click.argument("uri", required=False)
 @click.option("--remove", is_flag=True, help="Forget the mapping (back to s3://BUCKET).")
+@click.option("--account", default=None, metavar="ACCOUNT",
+              help="Only trails of this account may deliver to the bucket (default: every account's).")
 @click.pass_obj
-def _map_cmd(obj, bucket, uri, remove):
+def _map_cmd(obj, bucket, uri, remove, account):
     """Make S3 bucket BUCKET mean URI (a directory or fsspec URI) for the lake's trails."""
     if not remove and not uri:
         raise click.UsageError("give the URI the bucket stands for, or --remove")
-    _run(lambda: unmap_bucket(obj.lake, bucket) if remove else map_bucket(obj.lake, bucket, uri))
+    _run(lambda: unmap_bucket(obj.lake, bucket) if remove else map_bucket(obj.lake, bucket, uri, account=account))
 
 
 @trails_cli.command("configure")
@@ -967,4 +1021,5 @@ __all__ = ["Trail", "TrailCatalog", "TrailError", "TrailNotFound", "TrailExists"
            "InsightNotEnabled", "check_name", "check_event_selectors", "check_advanced_selectors",
            "basic_to_advanced", "map_bucket", "unmap_bucket", "bucket_target", "destination", "status",
            "parse_arn", "trails_cli", "DEFAULT_EVENT_SELECTORS", "NotManagementAccount", "check_key_piece",
-           "management_account", "check_organization", "store_owner", "readable_stores"]
+           "management_account", "check_organization", "store_owner", "readable_stores", "check_bucket_access",
+           "InsufficientBucketPolicy"]

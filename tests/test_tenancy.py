@@ -122,6 +122,9 @@ def world(tmp_path_factory):
                                              TerminationProtectionEnabled=False)["EventDataStoreArn"]
     map_bucket(lk, "alice-bucket", str(base / "buckets" / "alice"))
     map_bucket(lk, "bob-bucket", str(base / "buckets" / "bob"))
+    # a bucket reserved for A (`lake trails map-bucket --account`), written as the catalog file it is
+    lk.storage.write("_catalog/buckets/alice-only.json", json.dumps(
+        {"Bucket": "alice-only", "Uri": str(base / "buckets" / "alice-only"), "Account": A}).encode())
     w.trail = al.create_trail(Name="alice-trail", S3BucketName="alice-bucket", S3KeyPrefix="a")["TrailARN"]
     al.start_logging(Name=w.trail)
     al.put_insight_selectors(TrailName=w.trail, InsightSelectors=[{"InsightType": "ApiCallRateInsight"}])
@@ -235,6 +238,10 @@ CASES: list[tuple[str, str, dict, set[str]]] = [
     ("cancel-query", "cancel_query", {"QueryId": "{query_id}"}, NOT_QUERY),
     ("list-queries", "list_queries", {"EventDataStore": "{store}"}, NOT_STORE),
     # trails, by ARN and by name (a name resolves in the caller's own account)
+    ("trail-into-a-bucket", "create_trail", {"Name": "bob-steal", "S3BucketName": "alice-only"},
+     {"InsufficientS3BucketPolicyException"}),
+    ("trail-moved-to-a-bucket", "update_trail", {"Name": "{bob_trail}", "S3BucketName": "alice-only"},
+     {"InsufficientS3BucketPolicyException"}),
     ("get-trail-arn", "get_trail", {"Name": "{trail}"}, NOT_TRAIL),
     ("get-trail-name", "get_trail", {"Name": "alice-trail"}, NOT_TRAIL),
     ("update-trail", "update_trail", {"Name": "{trail}", "S3KeyPrefix": "stolen"}, NOT_TRAIL),
@@ -453,6 +460,17 @@ def test_legacy_trail_with_an_escaping_prefix_never_writes_outside(world):
     assert "S3KeyPrefix" in status(lk, t)["LatestDeliveryError"]
     assert not (world.base / "buckets" / "escape-b").exists()
     assert not (world.base / "escape-b").exists()
+
+
+def test_no_bucket_inside_the_lake(world):
+    """A bucket can never stand for the lake's own folder (trails would write into the stores)."""
+    from lake.trails import InsufficientBucketPolicy
+
+    for uri in (str(world.base / "lake"), str(world.base / "lake" / "stores"), str(world.base)):
+        with pytest.raises(InsufficientBucketPolicy):
+            map_bucket(world.lake, "into-lake", uri)
+    assert world.alice.create_trail(Name="a-reserved", S3BucketName="alice-only")["S3BucketName"] == "alice-only"
+    world.alice.delete_trail(Name="a-reserved")
 
 
 # ---- the allow-list option -----------------------------------------------------------------------------------
