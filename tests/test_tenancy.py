@@ -363,6 +363,14 @@ def test_query_delivery_never_leaves_the_callers_locations(world):
     assert not os.path.exists(os.path.join(world.alice_root, "out"))
 
 
+@pytest.mark.xfail(strict=True, reason="store names are unique lake-wide (_catalog/names/<name>), not per account "
+                                       "as in CloudTrail: B learns that A uses a name (and can squat names)")
+def test_store_names_are_per_account(world):
+    out = world.bob.create_event_data_store(Name="alice-store", RetentionPeriod=3653,
+                                            TerminationProtectionEnabled=False)
+    world.bob.delete_event_data_store(EventDataStore=out["EventDataStoreArn"])
+
+
 def test_b_sees_nothing_of_a_in_lists_and_lookups(world):
     bob = world.bob
     assert world.store not in [s["EventDataStoreArn"] for s in bob.list_event_data_stores()["EventDataStores"]]
