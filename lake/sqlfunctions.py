@@ -50,6 +50,14 @@ class FunctionFailed(CastFailed):
     """A function that fails the query at run time, as Trino does (a CastFailed, so it is reported alike)."""
 
 
+# Caps on what one function call may generate. Trino refuses lpad/rpad beyond 2^31-1 characters and
+# repeat/sequence beyond 10,000 entries; Lake's string cap is far lower because one 97-character query
+# asking for lpad(x, 2000000000) would otherwise build gigabytes per row (issue 15). A literal size past a
+# cap is refused while the query is translated, before anything runs; a computed one fails the query.
+MAX_GENERATED_CHARS = 1_048_576
+MAX_GENERATED_ENTRIES = 10_000
+
+
 def register(*keys: type | str, names: tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
     """Register a handler for sqlglot node classes and/or lower-case anonymous function names; `names` are
     the SQL names a node class stands for (for FUNCTION_NAMES)."""
@@ -345,6 +353,9 @@ def _pad_py(left: bool):
     def pad(s: str, size: int, fill: str) -> str:
         if size < 0:
             raise FunctionFailed("lpad/rpad: the target size must be non-negative")
+        if size > MAX_GENERATED_CHARS:
+            raise FunctionFailed(f"lpad/rpad: the target size {size} is larger than Lake's limit of "
+                                 f"{MAX_GENERATED_CHARS} characters per value")
         if fill == "":
             raise FunctionFailed("lpad/rpad: the padding string must not be empty")
         if len(s) >= size:
@@ -363,6 +374,9 @@ def _pad(node, ctx):
     if isinstance(size, int) and isinstance(fill, str):
         if size < 0 or fill == "":
             raise ctx.error(node, "lpad/rpad: the size must be non-negative and the padding string not empty")
+        if size > MAX_GENERATED_CHARS:  # refused before the padding literal is built (it would be `size` long)
+            raise ctx.error(node, f"lpad/rpad: the target size {size} is larger than Lake's limit of "
+                                  f"{MAX_GENERATED_CHARS} characters per value")
         n = _i64(s.str.len_chars())
         padding = pl.lit((fill * (size // len(fill) + 1))[:size]).str.slice(0, (size - n).clip(lower_bound=0))
         padded = pl.concat_str([padding, s] if left else [s, padding])
@@ -1144,8 +1158,16 @@ def _trim_array(node, ctx):
 
 @register(exp.Repeat, names=("repeat",))
 def _repeat(node, ctx):
+    """repeat(x, n): Trino refuses n > 10,000 ("count argument of repeat function must be less than or equal
+    to 10000"); so does Lake, upfront for a literal n."""
+    msg = f"repeat: the count must be less than or equal to {MAX_GENERATED_ENTRIES}"
+    times = _const(node.args["times"], ctx)
+    if isinstance(times, int) and times > MAX_GENERATED_ENTRIES:
+        raise ctx.error(node, msg)
     x, n = ctx.expr(node.this), _i64(ctx.expr(node.args["times"]))
-    return pl.when(n.is_null()).then(None).otherwise(x.repeat_by(n.clip(lower_bound=0)))
+    out = pl.when(n.is_null()).then(None).otherwise(x.repeat_by(n.clip(lower_bound=0)))
+    return out if isinstance(times, int) else fail_unless(n.is_null() | (n <= MAX_GENERATED_ENTRIES), out, msg,
+                                                          _lenient(node))
 
 
 @register(exp.GenerateSeries, names=("sequence",))
@@ -1159,8 +1181,16 @@ def _sequence(node, ctx):
             raise ctx.error(step_node, "sequence of dates: only the default step of one day is supported")
         start, stop = _temporal(start, ctx), _temporal(stop, ctx)
         ranges = pl.date_ranges if ctx.dtype(start) == pl.Date else pl.datetime_ranges
-        return pl.when(start <= stop).then(ranges(start, stop, "1d")) \
-            .otherwise(ranges(stop, start, "1d").list.reverse())
+        days = (stop.cast(pl.Date) - start.cast(pl.Date)).dt.total_days().abs()
+        return fail_unless(days.is_null() | (days < MAX_GENERATED_ENTRIES),
+                           pl.when(start <= stop).then(ranges(start, stop, "1d"))
+                           .otherwise(ranges(stop, start, "1d").list.reverse()),
+                           f"sequence: the result must have at most {MAX_GENERATED_ENTRIES} entries", _lenient(node))
+    lo, hi = _const(node.args["start"], ctx), _const(node.args["end"], ctx)
+    by = 1 if step_node is None else _const(step_node, ctx)
+    if all(isinstance(v, int) for v in (lo, hi, by)) and by and 0 <= (hi - lo) // by and \
+            (hi - lo) // by >= MAX_GENERATED_ENTRIES:  # refused upfront, as the computed case fails at run time
+        raise ctx.error(node, f"sequence: the result must have at most {MAX_GENERATED_ENTRIES} entries")
     start, stop = _i64(start), _i64(stop)
     if step_node is None:
         step = pl.when(stop >= start).then(1).otherwise(-1).cast(pl.Int64)
@@ -1168,10 +1198,10 @@ def _sequence(node, ctx):
         if _const(step_node, ctx) == 0:
             raise ctx.error(step_node, "sequence: the step must not be zero")
         step = _i64(ctx.expr(step_node))
-    ok = pl.when(step == 0).then(False).when(step > 0).then((stop >= start) & ((stop - start) // step < 10000)) \
-        .otherwise((stop <= start) & ((start - stop) // (-step) < 10000))
+    ok = pl.when(step == 0).then(False).when(step > 0).then((stop >= start) & ((stop - start) // step < MAX_GENERATED_ENTRIES)) \
+        .otherwise((stop <= start) & ((start - stop) // (-step) < MAX_GENERATED_ENTRIES))
     seq = pl.int_ranges(start, stop + step.sign(), step, dtype=pl.Int64)
-    return fail_unless(ok, seq, "sequence: stop must be reachable from start by step, in at most 10000 entries",
+    return fail_unless(ok, seq, f"sequence: stop must be reachable from start by step, in at most {MAX_GENERATED_ENTRIES} entries",
                        _lenient(node))
 
 
