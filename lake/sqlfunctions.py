@@ -1198,10 +1198,11 @@ def _sequence(node, ctx):
         if _const(step_node, ctx) == 0:
             raise ctx.error(step_node, "sequence: the step must not be zero")
         step = _i64(ctx.expr(step_node))
-    ok = pl.when(step == 0).then(False).when(step > 0).then((stop >= start) & ((stop - start) // step < MAX_GENERATED_ENTRIES)) \
-        .otherwise((stop <= start) & ((start - stop) // (-step) < MAX_GENERATED_ENTRIES))
+    cap = MAX_GENERATED_ENTRIES
+    ok = pl.when(step == 0).then(False).when(step > 0).then((stop >= start) & ((stop - start) // step < cap)) \
+        .otherwise((stop <= start) & ((start - stop) // (-step) < cap))
     seq = pl.int_ranges(start, stop + step.sign(), step, dtype=pl.Int64)
-    return fail_unless(ok, seq, f"sequence: stop must be reachable from start by step, in at most {MAX_GENERATED_ENTRIES} entries",
+    return fail_unless(ok, seq, f"sequence: stop must be reachable from start by step, in at most {cap} entries",
                        _lenient(node))
 
 
