@@ -18,6 +18,7 @@ import polars as pl
 
 from .errors import LakeError, NotFound, QueryCancelled, SqlError
 from .planner import Planner, ScanInfo
+from .querylimits import QueryLimitExceeded, QueryLimits, run_isolated
 from .sqlexpr import CastFailed
 from .sqlparse import VISIBLE_SCHEMA, parse, qualify_tree, resolve_tables
 
@@ -109,16 +110,30 @@ def _collect(lf: pl.LazyFrame, cancel: threading.Event | None) -> pl.DataFrame:
         time.sleep(0.01)
 
 
-def run(lake, sql: str, *, cancel: threading.Event | None = None, now: datetime | None = None) -> QueryResult:
-    """Run one SELECT (or `EXPLAIN SELECT ...`, which returns the plan as rows) and return rows + statistics."""
+def run(lake, sql: str, *, cancel: threading.Event | None = None, now: datetime | None = None,
+        limits: QueryLimits | None = None, allowed: set[str] | None = None,
+        max_rows: int | None = None) -> QueryResult:
+    """Run one SELECT (or `EXPLAIN SELECT ...`, which returns the plan as rows) and return rows + statistics.
+
+    With `limits` the query runs in a worker process that is killed past its memory budget, its timeout or
+    on `cancel` (see lake.querylimits: polars cannot stop a running operator, a process can be killed), and
+    the result may have at most `limits.max_rows` rows; `allowed` then restricts the stores it may read.
+    Without, it runs in this process (the Python API), bounded only by `max_rows` when given."""
+    if limits is not None:
+        t0 = time.perf_counter()
+        df, stats, scans = run_isolated(lake, sql, limits=limits, cancel=cancel, now=now, allowed=allowed)
+        st = QueryStatistics(**stats)
+        st.ExecutionTimeInMillis = int((time.perf_counter() - t0) * 1000)
+        return QueryResult(df, st, scans)
     t0 = time.perf_counter()
     if _EXPLAIN.match(sql):
         text = explain(lake, _EXPLAIN.sub("", sql, count=1), now=now)
         df = pl.DataFrame({"plan": text.splitlines()})
         return QueryResult(df, QueryStatistics(EventsMatched=df.height))
     p = plan(lake, sql, now=now)
+    lf = p.lf if max_rows is None else p.lf.head(max_rows + 1)
     try:
-        df = _collect(p.lf, cancel)
+        df = _collect(lf, cancel)
     except QueryCancelled:
         raise
     except CastFailed as e:  # a strict CAST or a Trino function that fails on its input
@@ -131,6 +146,9 @@ def run(lake, sql: str, *, cancel: threading.Event | None = None, now: datetime 
         raise SqlError(f"the query failed while running: {msg}") from None
     except LakeError:
         raise
+    if max_rows is not None and df.height > max_rows:
+        raise QueryLimitExceeded(f"the result has more than {max_rows:,} rows, Lake's limit per query: add a "
+                                 "LIMIT or narrow the WHERE clause (or raise the limit, --query-max-rows)")
     df.columns = _dedupe(p.names)
     ms = int((time.perf_counter() - t0) * 1000)
     return QueryResult(df, _stats(p, df.height, ms), list(p.planner.scans))
