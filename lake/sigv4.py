@@ -487,7 +487,8 @@ class ReplayCache:
     SigV4 alone lets a signed request be replayed for as long as its date passes the clock check (±5 min.;
     a presigned URL until it expires): three replays of one PutAuditEvents stored three events. Each
     accepted signature is kept until that moment (`expires_at`), after which the clock check refuses it
-    anyway. Only verified signatures are remembered, so only holders of a secret key can fill the cache;
+    anyway; a replay is refused with ThrottlingException (see `remember`). Only verified signatures are
+    remembered, so only holders of a secret key can fill the cache;
     when `capacity` unexpired signatures are held the request is refused with ThrottlingException (fail
     closed: forgetting one early would reopen the replay) and the client retries with a new signature."""
 
@@ -514,9 +515,12 @@ class ReplayCache:
                 if self._seen.get(old) == t:
                     del self._seen[old]
             if key in self._seen:
-                raise SigV4Error("InvalidSignatureException",
-                                 "Signature already used: this signed request was accepted before and is "
-                                 "refused as a replay; sign the request again")
+                # ThrottlingException, not InvalidSignatureException: SDKs sign no nonce, so a client that
+                # sends the same call twice within one second sends the same signature; SDKs retry a
+                # throttled call, signed anew in a later second, while a replayed copy stays refused.
+                raise SigV4Error("ThrottlingException",
+                                 "Rate exceeded: an identical signed request was already accepted (replay "
+                                 "protection); sign the call again (SDKs retry it automatically)")
             if len(self._seen) >= self.capacity:
                 raise SigV4Error("ThrottlingException",
                                  f"Rate exceeded: {self.capacity} signed requests are already remembered for "

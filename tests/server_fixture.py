@@ -88,8 +88,20 @@ def boto_client(server, service: str, principal: str = "alice"):
     cred = PRINCIPALS[principal]
     session = boto3.session.Session(aws_access_key_id=cred.access_key_id,
                                     aws_secret_access_key=cred.secret_access_key, region_name=REGION)
-    return session.client(service, endpoint_url=server.url,
-                          config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=120))
+    client = session.client(service, endpoint_url=server.url,
+                            config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=120))
+    # The server refuses a replayed mutating call (ThrottlingException, which SDKs retry). botocore signs no
+    # per-call nonce, so two identical calls within one second are one signature; with retries off, tests
+    # that repeat a call on purpose would meet the replay cache instead of the call. A signed nonce header
+    # keeps each call distinct (test_server_hardening covers plain boto3 and its retry).
+    client.meta.events.register("before-sign", _sign_a_nonce)
+    return client
+
+
+def _sign_a_nonce(request, **kwargs) -> None:
+    import uuid
+
+    request.headers["X-Lake-Test-Nonce"] = uuid.uuid4().hex
 
 
 @pytest.fixture

@@ -330,7 +330,7 @@ def test_replayed_put_audit_events_is_refused_and_stores_nothing(server, cloudtr
     assert status == 200 and len(out["successful"]) == 1
     for _ in range(3):
         status, headers, out = _send(req)
-        assert status == 403 and headers["x-amzn-errortype"] == "InvalidSignatureException"
+        assert status == 400 and headers["x-amzn-errortype"] == "ThrottlingException"
         assert "replay" in out["message"] and "\n" not in out["message"]
     rows = server.lake.sql("SELECT count(*) AS n FROM integrations")["n"][0]
     assert rows == 1
@@ -345,6 +345,25 @@ def test_identical_read_calls_in_one_second_are_not_replays(server, cloudtrail_c
         assert _send(req)[0] == 200
     for _ in range(5):
         client.list_event_data_stores()
+
+
+def test_plain_boto3_repeating_a_mutating_call_recovers_by_retrying(server, cloudtrail_client):
+    """botocore signs no nonce: the same AddTags three times in a row may share a signature; the duplicate
+    is answered ThrottlingException, which boto3's default retry re-signs in a later second."""
+    arn = cloudtrail_client("alice").create_event_data_store(Name="tagged")["EventDataStoreArn"]
+    cred = PRINCIPALS["alice"]
+    plain = boto3.session.Session(aws_access_key_id=cred.access_key_id, aws_secret_access_key=cred.secret_access_key,
+                                  region_name=REGION).client("cloudtrail", endpoint_url=server.url,
+                                                             config=Config(retries={"mode": "standard",
+                                                                                    "max_attempts": 8}))
+    retried = []
+    plain.meta.events.register("needs-retry", lambda response, **kw: retried.append(
+        (response[1] or {}).get("Error", {}).get("Code") if response else None))
+    for _ in range(3):
+        plain.add_tags(ResourceId=arn, TagsList=[{"Key": "team", "Value": "blue"}])
+    assert set(retried) <= {None, "ThrottlingException"}
+    assert plain.list_tags(ResourceIdList=[arn])["ResourceTagList"][0]["TagsList"] == [{"Key": "team",
+                                                                                         "Value": "blue"}]
 
 
 def test_a_mutating_call_that_failed_may_be_retried_with_its_signature(server, monkeypatch):
@@ -400,7 +419,7 @@ def test_replay_cache_is_bounded():
     cache.remember("bb" * 32, now + timedelta(minutes=5), now=now)
     with pytest.raises(SigV4Error) as e:
         cache.remember("aa" * 32, now + timedelta(seconds=1), now=now)
-    assert e.value.code == "InvalidSignatureException"
+    assert e.value.code == "ThrottlingException" and "replay" in e.value.message
     with pytest.raises(SigV4Error) as e:
         cache.remember("cc" * 32, now + timedelta(minutes=5), now=now)
     assert e.value.code == "ThrottlingException"
