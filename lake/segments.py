@@ -13,6 +13,7 @@ import re
 from datetime import datetime, timezone
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -38,6 +39,22 @@ def account_key(recipient: pa.Array | pa.ChunkedArray) -> pa.Array:
     account = pc.fill_null(recipient, NO_ACCOUNT)
     account = pc.if_else(pc.equal(account, ""), NO_ACCOUNT, account)
     return account.combine_chunks() if isinstance(account, pa.ChunkedArray) else account
+
+
+def event_ids(table: pa.Table) -> pl.Series:
+    """The `eventid` column as the dedupe key uses it: rows without an eventID get `U+001E` + the SHA-256 of
+    their `eventjson` (when the table has it), so the same record imported again (a resumed import re-reads
+    objects committed but not yet in its ledger) is recognised as the same event instead of stored twice.
+    The record text is what identifies such an event: two records with the same text are one event. Only
+    rows lacking an eventID (none in real CloudTrail logs) pay the hashing."""
+    ids = pl.from_arrow(table.column("eventid").combine_chunks()).alias("eventid")
+    if not ids.null_count() or "eventjson" not in table.column_names:
+        return ids
+    missing = np.flatnonzero(ids.is_null().to_numpy())
+    texts = table.column("eventjson").take(pa.array(missing)).to_pylist()
+    content = ["\x1e" + hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest() if t is not None else None
+               for t in texts]
+    return ids.scatter(missing, pl.Series(content, dtype=pl.String))
 
 
 def partition_columns(table: pa.Table) -> tuple[pa.Array, pa.Array]:

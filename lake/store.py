@@ -109,9 +109,10 @@ def validate_retention(days: Any, billing_mode: str) -> int:
 
 
 def keys_of(table: pa.Table) -> pl.Series:
-    """The dedupe key per row, `eventid` + U+001F + `recipientaccountid`; null when there is no eventID
-    (such events are never duplicates). A string Series keeps membership tests vectorised and compact."""
-    df = pl.from_arrow(table.select(["eventid", "recipientaccountid"]))
+    """The dedupe key per row, `eventid` + U+001F + `recipientaccountid`; without an eventID the record's
+    content id (segments.event_ids), null only when the table has no eventjson. A string Series keeps
+    membership tests vectorised and compact."""
+    df = pl.from_arrow(table.select(["recipientaccountid"])).with_columns(segments.event_ids(table))
     return df.select(pl.when(pl.col("eventid").is_not_null()).then(
         pl.concat_str([pl.col("eventid"), pl.lit("\x1f"), pl.col("recipientaccountid").fill_null("")]))
         .alias("k")).to_series()
@@ -204,8 +205,9 @@ class Store:
             raise InvalidParameter(f"MaxEventSize must be Standard or Large, got {max_event_size!r}")
         old_name = self.metadata["Name"]  # fresh: a cached name may be stale after another writer's rename
         replaced: list[str] = []  # the name the committed change actually replaced
+        owner = self.lake.owner_of(self.metadata)  # names are unique per account (Lake._name_path)
         if name is not None and name != old_name:
-            self.lake._claim_name(name, self.id)
+            self.lake._claim_name(name, self.id, owner)
 
         def change(md: dict) -> dict:
             if md["Status"] == PENDING_DELETION:
@@ -240,10 +242,10 @@ class Store:
             md = self._update_metadata("UPDATE", change)
         except Exception:
             if name is not None and name != old_name:
-                self.lake._release_name(name, self.id)
+                self.lake._release_name(name, self.id, owner)
             raise
         if replaced and replaced[0] != name:
-            self.lake._release_name(replaced[0], self.id)
+            self.lake._release_name(replaced[0], self.id, owner)
         return md
 
     def delete(self) -> dict:
@@ -456,8 +458,11 @@ class Store:
 
     def _keys(self, path: str) -> pl.Series:
         def load():
-            return keys_of(segments.read_segment(self.lake.storage, self.prefix, path,
-                                                 ["eventid", "recipientaccountid"]))
+            t = segments.read_segment(self.lake.storage, self.prefix, path, ["eventid", "recipientaccountid"])
+            if t.column("eventid").null_count:  # events without an eventID are keyed by their text
+                t = segments.read_segment(self.lake.storage, self.prefix, path,
+                                          ["eventid", "recipientaccountid", "eventjson"])
+            return keys_of(t)
         return KEY_CACHE.get(self._cache_key(path), load)
 
     # -- reading --------------------------------------------------------------------------------------
@@ -515,8 +520,8 @@ def _dedupe_batch(table: pa.Table) -> tuple[pa.Table, int]:
     batch: the same scope as the check against stored segments (docs/ARCHITECTURE.md section 5)."""
     if table.num_rows < 2:
         return table, 0
-    df = pl.from_arrow(table.select(["eventid", "recipientaccountid"])).with_columns(
-        pl.from_arrow(segments.partition_columns(table)[1]).alias("d"))
+    df = pl.from_arrow(table.select(["recipientaccountid"])).with_columns(
+        segments.event_ids(table), pl.from_arrow(segments.partition_columns(table)[1]).alias("d"))
     keep = df.select((pl.col("eventid").is_null() |
                       pl.struct("eventid", "recipientaccountid", "d").is_first_distinct()).alias("k")).to_series()
     dups = int((~keep).sum())

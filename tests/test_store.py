@@ -544,11 +544,13 @@ def test_dedupe_key_is_event_id_and_account(lk):
     t = st.to_arrow()
     names = dict(zip(t.column("eventid").to_pylist(), t.column("eventname").to_pylist()))
     assert names["first-wins"] == "First"
-    # records without an eventID are never treated as duplicates of each other
+    # records without an eventID are keyed by their text (issue 15): the same record is one event, another
+    # record is not a duplicate of it
     no_id = rec("x")
     del no_id["eventID"]
-    r = st.append([no_id, dict(no_id)])
-    assert (r.appended, r.duplicates) == (2, 0)
+    r = st.append([no_id, dict(no_id), {**no_id, "eventName": "Other"}])
+    assert (r.appended, r.duplicates) == (2, 1)
+    assert st.append([dict(no_id)]).duplicates == 1
 
 
 def test_duplicate_with_other_date_is_kept(lk):
