@@ -46,7 +46,7 @@ from .api_lookup import (as_datetime, fingerprint, from_micros, micros, next_tok
 from . import tenancy
 from .api_stores import resolve_store
 from .apicore import ApiContext, ApiError, operation
-from .errors import LakeError, NotFound, QueryCancelled, ReadOnlyError, SqlError
+from .errors import InvalidParameter, LakeError, NotFound, QueryCancelled, ReadOnlyError, SqlError
 from .log import now_iso, parse_iso
 from .sqlparse import parse, qualify_tree, resolve_tables
 from .store import PENDING_DELETION, Store
@@ -77,10 +77,17 @@ class _ScopedLake:
         self._allowed = allowed
 
     def store(self, ref: str, **kwargs: Any) -> Store:
-        st = self._lake.store(ref, **kwargs)
-        if st.id not in self._allowed:
-            raise NotFound(f"no event data store {ref!r}")
-        return st
+        try:
+            st = self._lake.store(ref, **kwargs)
+            if st.id in self._allowed:
+                return st
+        except (NotFound, InvalidParameter):
+            pass
+        for sid in sorted(self._allowed):  # names are per account: the checked store of that name
+            st = self._lake.store(sid, **kwargs)
+            if st.name == ref:
+                return st
+        raise NotFound(f"no event data store {ref!r}")
 
     def stores(self, **kwargs: Any) -> list[Store]:
         return [s for s in self._lake.stores(**kwargs) if s.id in self._allowed]

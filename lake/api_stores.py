@@ -44,6 +44,16 @@ def resolve_store(ctx: ApiContext, ref: str) -> Store:
         raise ApiError("EventDataStoreARNInvalidException",
                        f"The specified event data store ARN {ref} is not valid or does not map to an event data "
                        "store in your account.")
+    if ":" not in ref:  # a name (or an id): names are per account, the caller's own first
+        own = ctx.principal.account_id
+        for account in [own, *sorted(ctx.principal.allowed_accounts - {own})]:
+            try:
+                st = ctx.lake.store(ref, account=account)
+            except (NotFound, InvalidParameter):
+                continue
+            if store_visible(ctx, st):
+                return st
+        raise _not_found(ref)
     try:
         st = ctx.lake.store(ref)
     except (NotFound, InvalidParameter):

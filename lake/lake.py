@@ -7,7 +7,7 @@ import re
 import uuid
 from typing import Any
 
-from .errors import AlreadyExists, InvalidParameter, NotFound
+from .errors import AlreadyExists, InvalidParameter, LakeError, NotFound
 from .log import Log, now_iso
 from .selectors import DEFAULT_SELECTORS, SelectorError, validate_selectors
 from .storage import Storage
@@ -40,27 +40,69 @@ class Lake:
         return f"<Lake {self.uri}>"
 
     # -- catalog --------------------------------------------------------------------------------------
-    def _name_path(self, name: str) -> str:
-        return f"_catalog/names/{name}"
+    def _name_path(self, name: str, account: str | None = None) -> str:
+        """The catalog entry of a store name. Names are unique per account, as in CloudTrail (one account must
+        not learn or squat another's names): the lake's default account's at `_catalog/names/<name>` (the
+        layout from before), another account's at `_catalog/names/@<account>/<name>` (`@` is no name
+        character, so the two never collide)."""
+        if account is None or account == self.account_id:
+            return f"_catalog/names/{name}"
+        return f"_catalog/names/@{account}/{name}"
+
+    def owner_of(self, md: dict) -> str:
+        """The account a store belongs to: its ARN's account field (the lake's default account otherwise)."""
+        parts = str(md.get("EventDataStoreArn", "")).split(":")
+        return parts[4] if len(parts) > 5 and parts[4] else self.account_id
+
+    def _legacy_name(self, name: str, account: str) -> str | None:
+        """The id the default namespace gives `name` when that store is `account`'s (names of other accounts'
+        stores were claimed there before names had namespaces)."""
+        if account == self.account_id:
+            return None
+        try:
+            sid = self.storage.read(self._name_path(name)).decode()
+            return sid if self.owner_of(self._open(sid).metadata) == account else None
+        except (FileNotFoundError, NotFound, LakeError, ValueError):
+            return None
+
+    def _resolve_name(self, name: str, account: str | None) -> str | None:
+        """The id of the store called `name`: in `account`'s namespace when given; else (the CLI, the operator)
+        in the default one, then in any account's if exactly one has it."""
+        try:
+            return self.storage.read(self._name_path(name, account)).decode()
+        except FileNotFoundError:
+            pass
+        if account is not None:
+            return self._legacy_name(name, account)
+        found = [f.path for f in self.storage.list("_catalog/names")
+                 if f.path.startswith("_catalog/names/@") and f.path.rsplit("/", 1)[-1] == name]
+        if len(found) > 1:
+            raise InvalidParameter(f"several accounts have a store named {name!r}; name it by id or ARN")
+        return self.storage.read(found[0]).decode() if found else None
 
     @staticmethod
     def _check_name(name: str) -> None:
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise InvalidParameter(f"store name {name!r} is invalid: use 3-128 characters from a-z A-Z 0-9 . _ -")
 
-    def _claim_name(self, name: str, store_id: str) -> None:
+    def _claim_name(self, name: str, store_id: str, account: str | None = None) -> None:
         self._check_name(name)
-        if not self.storage.create(self._name_path(name), store_id.encode()):
-            owner = self.storage.read(self._name_path(name)).decode()
+        taken = AlreadyExists(f"an event data store named {name!r} already exists; pick another name")
+        legacy = self._legacy_name(name, account) if account is not None else None
+        if legacy is not None and legacy != store_id:
+            raise taken
+        if not self.storage.create(self._name_path(name, account), store_id.encode()):
+            owner = self.storage.read(self._name_path(name, account)).decode()
             if owner != store_id:
-                raise AlreadyExists(f"an event data store named {name!r} already exists; pick another name")
+                raise taken
 
-    def _release_name(self, name: str, store_id: str) -> None:
-        try:
-            if self.storage.read(self._name_path(name)).decode() == store_id:
-                self.storage.delete(self._name_path(name))
-        except FileNotFoundError:
-            pass
+    def _release_name(self, name: str, store_id: str, account: str | None = None) -> None:
+        for path in dict.fromkeys([self._name_path(name, account), self._name_path(name)]):
+            try:
+                if self.storage.read(path).decode() == store_id:
+                    self.storage.delete(path)
+            except FileNotFoundError:
+                pass
 
     # -- purges -----------------------------------------------------------------------------------------
     # Vacuum deletes a store in many steps (names, commit 0, every file, the folder); a crash may stop it
@@ -85,15 +127,12 @@ class Lake:
             self._stores[store_id] = st
         return st
 
-    def store(self, ref: str, *, include_expired: bool = False) -> Store:
-        """A store by name, id or ARN."""
+    def store(self, ref: str, *, include_expired: bool = False, account: str | None = None) -> Store:
+        """A store by name, id or ARN; a name in `account`'s namespace when given (see `_name_path`)."""
         m = ARN_RE.match(ref or "")
         store_id = m.group(1) if m else None
         if store_id is None and NAME_RE.match(ref or ""):
-            try:
-                store_id = self.storage.read(self._name_path(ref)).decode()
-            except FileNotFoundError:
-                store_id = ref  # maybe an id
+            store_id = self._resolve_name(ref, account) or ref  # else maybe an id
         if store_id is None:
             raise NotFound(f"no event data store {ref!r} in {self.uri}; `lake store list` shows what exists")
         missing = f"no event data store {ref!r} in {self.uri}; `lake store list` shows what exists"
@@ -137,9 +176,13 @@ class Lake:
     def named(self, st: Store) -> bool:
         """True if the catalog maps the store's current name to it (False for aborted creations)."""
         try:
-            return self.storage.read(self._name_path(st.metadata["Name"])).decode() == st.id
-        except (FileNotFoundError, KeyError):
+            name, account = st.metadata["Name"], self.owner_of(st.metadata)
+        except KeyError:
             return False
+        try:
+            return self.storage.read(self._name_path(name, account)).decode() == st.id
+        except FileNotFoundError:
+            return self._legacy_name(name, account) == st.id
 
     def create_store(self, name: str, *, selectors: list | None = None, retention_days: int | None = None,
                      termination_protection: bool = True,
@@ -190,7 +233,7 @@ class Lake:
         if log.try_commit(None, "CREATE", metadata=md) is None:  # pragma: no cover - uuid collision
             raise AlreadyExists(f"store id {store_id} already exists")
         try:
-            self._claim_name(name, store_id)
+            self._claim_name(name, store_id, account_id)
         except Exception:
             self.storage.delete_tree(f"stores/{store_id}")
             raise

@@ -363,12 +363,30 @@ def test_query_delivery_never_leaves_the_callers_locations(world):
     assert not os.path.exists(os.path.join(world.alice_root, "out"))
 
 
-@pytest.mark.xfail(strict=True, reason="store names are unique lake-wide (_catalog/names/<name>), not per account "
-                                       "as in CloudTrail: B learns that A uses a name (and can squat names)")
 def test_store_names_are_per_account(world):
-    out = world.bob.create_event_data_store(Name="alice-store", RetentionPeriod=3653,
-                                            TerminationProtectionEnabled=False)
-    world.bob.delete_event_data_store(EventDataStore=out["EventDataStoreArn"])
+    """Store names are unique per account, as in CloudTrail: B may call a store "alice-store" (no oracle for A's
+    names, no squatting), each account's name resolves to its own store, and B still cannot rename onto a name
+    it already uses."""
+    bob, alice = world.bob, world.alice
+    out = bob.create_event_data_store(Name="alice-store", RetentionPeriod=3653, TerminationProtectionEnabled=False)
+    mine = out["EventDataStoreArn"]
+    assert mine != world.store
+    assert bob.get_event_data_store(EventDataStore="alice-store")["EventDataStoreArn"] == mine
+    assert alice.get_event_data_store(EventDataStore="alice-store")["EventDataStoreArn"] == world.store
+    qid = bob.start_query(QueryStatement='SELECT count(*) FROM "alice-store"')["QueryId"]
+    for _ in range(400):
+        d = bob.describe_query(QueryId=qid)
+        if d["QueryStatus"] not in ("QUEUED", "RUNNING"):
+            break
+        time.sleep(0.05)
+    assert d["QueryStatus"] == "FINISHED", d
+    rows = bob.get_query_results(QueryId=qid)["QueryResultRows"]
+    assert rows[0][0] == {"_col0": "0"}, rows  # B's empty store, not A's
+    assert code_of(bob.update_event_data_store, EventDataStore=mine, Name="bob-store") == \
+        "EventDataStoreAlreadyExistsException"
+    bob.update_event_data_store(EventDataStore=mine, Name="bob-renamed")
+    assert world.lake.store("bob-renamed").id == mine.rsplit("/", 1)[1]  # the CLI finds it by its unique name
+    bob.delete_event_data_store(EventDataStore=mine)
 
 
 def test_b_sees_nothing_of_a_in_lists_and_lookups(world):
