@@ -34,6 +34,8 @@ from test_crash_safety import audit_request_ids, client, recover_audit, start_se
 
 import lake
 
+pytestmark = pytest.mark.slow  # the CI size is small; LAKE_SLOW=1 runs 8 trials per scenario
+
 REPO = Path(__file__).resolve().parent.parent
 SLOW = os.environ.get("LAKE_SLOW") == "1"
 ACCOUNTS = ("111111111111", "222222222222")
@@ -337,8 +339,8 @@ def test_sigkill_trail_delivery(tmp_path, keys_env):
     cat = TrailCatalog(lk)
     cat.set_logging(cat.create("main", "trail-bucket", owner=ACCOUNTS[0], region="us-east-1", multi_region=True),
                     True)
-    for k in range(30):  # after logging started: a trail delivers what arrives from then on
-        st.append(batch(k, 40), source="import")
+    for k in range(20):  # after logging started: a trail delivers what arrives from then on
+        st.append(batch(k, 30), source="import")
     rows = st.to_arrow().select(["eventid", "recipientaccountid"]).to_pylist()
     expected = Counter(r["eventid"] for r in rows if r["recipientaccountid"] == ACCOUNTS[0])  # the owner's
     assert expected
@@ -347,11 +349,13 @@ def test_sigkill_trail_delivery(tmp_path, keys_env):
         tr.kill_at_random([sys.executable, "-m", "lake.cli", "--lake", str(tr.lake_dir), "trails", "deliver"],
                           rng, (0.7, 2.5))
         tr.verify("after the kill", cli=n == 0)
-        for _ in range(3):
+        for _ in range(3):  # a replayed batch, then the rest
             r = subprocess.run([sys.executable, "-m", "lake.cli", "--lake", str(tr.lake_dir), "trails", "deliver"],
                                env=tr.env, cwd=str(tr.root), capture_output=True, text=True, timeout=300, check=False)
             assert r.returncode == 0, r.stderr[-2000:]
-        got = delivered_ids(tr.root / "bucket")
+            got = delivered_ids(tr.root / "bucket")
+            if got == expected:
+                break
         assert got == expected, (f"{sum((expected - got).values())} events not delivered, "
                                  f"{sum((got - expected).values())} delivered twice")
         tr.verify("after delivery ran again")
