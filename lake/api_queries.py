@@ -32,7 +32,7 @@ import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -46,8 +46,9 @@ from .api_lookup import (as_datetime, fingerprint, from_micros, micros, next_tok
 from . import tenancy
 from .api_stores import resolve_store
 from .apicore import ApiContext, ApiError, operation
-from .errors import InvalidParameter, LakeError, NotFound, QueryCancelled, ReadOnlyError, SqlError
+from .errors import LakeError, NotFound, QueryCancelled, ReadOnlyError, SqlError
 from .log import now_iso, parse_iso
+from .querylimits import QueryLimits, ScopedLake
 from .sqlparse import parse, qualify_tree, resolve_tables
 from .store import PENDING_DELETION, Store
 
@@ -67,33 +68,9 @@ _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?!ANALYZE\b)", re.IGNORECASE)
 RESULT_SIGNER: Callable[[dict, list[tuple[str, bytes]], Callable[[str, bytes], None]], None] | None = None
 
 
-class _ScopedLake:
-    """The lake as one query may see it: only the stores checked at StartQuery. `lake.query.run` resolves
-    tables through `store()`/`stores()`, so a store renamed in between, or one of another account, cannot
-    be read by the running query."""
-
-    def __init__(self, lake: Any, allowed: set[str]):
-        self._lake = lake
-        self._allowed = allowed
-
-    def store(self, ref: str, **kwargs: Any) -> Store:
-        try:
-            st = self._lake.store(ref, **kwargs)
-            if st.id in self._allowed:
-                return st
-        except (NotFound, InvalidParameter):
-            pass
-        for sid in sorted(self._allowed):  # names are per account: the checked store of that name
-            st = self._lake.store(sid, **kwargs)
-            if st.name == ref:
-                return st
-        raise NotFound(f"no event data store {ref!r}")
-
-    def stores(self, **kwargs: Any) -> list[Store]:
-        return [s for s in self._lake.stores(**kwargs) if s.id in self._allowed]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._lake, name)
+# The lake as one query may see it; it lives in lake.querylimits because query workers use it too (and must
+# not import the whole API stack to start quickly).
+_ScopedLake = ScopedLake
 
 
 @dataclass
@@ -114,12 +91,17 @@ def _short(msg: str) -> str:
 class QueryManager:
     """Runs and remembers the queries of one lake (one per server process and lake)."""
 
-    def __init__(self, lake: Any, *, max_running: int = MAX_RUNNING, timeout_s: float = QUERY_TIMEOUT_S,
-                 signer: Callable | None = None):
+    def __init__(self, lake: Any, *, max_running: int = MAX_RUNNING, timeout_s: float | None = None,
+                 signer: Callable | None = None, limits: QueryLimits | None = None):
         self.lake = lake
         self.signer = signer  # signs delivered results (a server's region keys); else the module's RESULT_SIGNER
         self.max_running = max_running
-        self.timeout_s = timeout_s
+        # Every query runs in a worker process under these limits (lake.querylimits): memory budget (default
+        # half the machine's memory / max_running), result rows, and the timeout, which the timer below
+        # enforces so that the query ends TIMED_OUT. LAKE_QUERY_MEMORY / _TIMEOUT / _MAX_ROWS configure them.
+        limits = limits or QueryLimits.from_env(max_running, timeout=timeout_s)
+        self.timeout_s: float | None = timeout_s if timeout_s is not None else limits.timeout_s
+        self.limits = replace(limits, timeout_s=None)
         self.instance = uuid.uuid4().hex
         self.pool = ThreadPoolExecutor(max_workers=max_running, thread_name_prefix="lake-query")
         self.records: dict[str, dict] = {}
@@ -197,7 +179,7 @@ class QueryManager:
         self.pool.submit(self._run, rec, live, allowed)
 
     def _run(self, rec: dict, live: _Live, allowed: set[str]) -> None:
-        timer = threading.Timer(self.timeout_s, self._time_out, (live,))
+        timer = threading.Timer(self.timeout_s or 0, self._time_out, (live,))
         timer.daemon = True
         try:
             with self.lock:
@@ -206,9 +188,11 @@ class QueryManager:
                 rec["QueryStatus"] = "RUNNING"
                 live.started = time.monotonic()
             self._save(rec)
-            timer.start()
+            if self.timeout_s:
+                timer.start()
             try:
-                res = lake_query.run(_ScopedLake(self.lake, allowed), rec["QueryString"], cancel=live.cancel)
+                res = lake_query.run(_ScopedLake(self.lake, allowed), rec["QueryString"], cancel=live.cancel,
+                                     limits=self.limits, allowed=allowed)
             except QueryCancelled:
                 if self.closing:
                     self._finish(rec, live, "FAILED", "the server stopped while the query was running")
@@ -386,11 +370,13 @@ def manager(ctx: ApiContext) -> QueryManager:
     with _MANAGERS_LOCK:
         m = ctx.services.get("queries")
         if m is None:
-            m = ctx.services["queries"] = QueryManager(ctx.lake, signer=ctx.services.get("result_signer"))
+            m = ctx.services["queries"] = QueryManager(ctx.lake, signer=ctx.services.get("result_signer"),
+                                                       limits=ctx.services.get("query_limits"))
         elif not (isinstance(m, QueryManager) and m.lake.uri == ctx.lake.uri):
             m = ctx.services.get(f"queries:{ctx.lake.uri}")
             if m is None:
-                m = ctx.services[f"queries:{ctx.lake.uri}"] = QueryManager(ctx.lake, signer=ctx.services.get("result_signer"))
+                m = ctx.services[f"queries:{ctx.lake.uri}"] = QueryManager(
+                    ctx.lake, signer=ctx.services.get("result_signer"), limits=ctx.services.get("query_limits"))
         return m
 
 

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import QueryCancelled, SqlError
+from .errors import InvalidParameter, NotFound, QueryCancelled, SqlError
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 DEFAULT_TIMEOUT_S = 3600.0
@@ -98,6 +98,35 @@ class QueryLimits:
         t = timeout if timeout is not None else float(os.environ.get("LAKE_QUERY_TIMEOUT") or DEFAULT_TIMEOUT_S)
         rows = max_rows if max_rows is not None else int(os.environ.get("LAKE_QUERY_MAX_ROWS") or DEFAULT_MAX_ROWS)
         return cls(memory_bytes=mem_b or None, timeout_s=t or None, max_rows=rows or None)
+
+
+class ScopedLake:
+    """The lake as one query may see it: only the stores checked at StartQuery. `lake.query.run` resolves
+    tables through `store()`/`stores()`, so a store renamed in between, or one of another account, cannot
+    be read by the running query."""
+
+    def __init__(self, lake: Any, allowed: set[str]):
+        self._lake = lake
+        self._allowed = allowed
+
+    def store(self, ref: str, **kwargs: Any) -> Any:
+        try:
+            st = self._lake.store(ref, **kwargs)
+            if st.id in self._allowed:
+                return st
+        except (NotFound, InvalidParameter):
+            pass
+        for sid in sorted(self._allowed):  # names are per account: the checked store of that name
+            st = self._lake.store(sid, **kwargs)
+            if st.name == ref:
+                return st
+        raise NotFound(f"no event data store {ref!r}")
+
+    def stores(self, **kwargs: Any) -> list[Any]:
+        return [s for s in self._lake.stores(**kwargs) if s.id in self._allowed]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lake, name)
 
 
 def rss(pid: int | None = None) -> int:
@@ -214,10 +243,14 @@ MAX_IDLE = 2
 
 
 def _take() -> Worker:
+    """An idle worker, else a new one; when the last idle one is taken a spare starts in the background, so
+    a query rarely waits for a worker's imports (~1 s)."""
     with _IDLE_LOCK:
         while _IDLE:
             w = _IDLE.pop()
             if w.alive():
+                if not _IDLE:
+                    prewarm()
                 return w
     return Worker()
 
@@ -312,8 +345,6 @@ def _serve() -> None:
     proto_in = os.fdopen(os.dup(0), "rb")
     import lake as lake_pkg
     from . import query as lake_query
-    from .api_queries import _ScopedLake
-
     lake_query.plan  # noqa: B018 - imported now so the idle size includes the engine
 
     def send(obj: Any) -> None:
@@ -332,7 +363,7 @@ def _serve() -> None:
             lk: Any = lake_pkg.connect(req["uri"], storage_options=req["storage_options"], region=req["region"],
                                        account_id=req["account_id"])
             if req["allowed"] is not None:
-                lk = _ScopedLake(lk, set(req["allowed"]))
+                lk = ScopedLake(lk, set(req["allowed"]))
             res = lake_query.run(lk, req["sql"], now=req["now"], max_rows=req["max_rows"])
             buf = io.BytesIO()
             res.df.write_ipc(buf)
@@ -347,5 +378,5 @@ if __name__ == "__main__":
     _serve()
 
 
-__all__ = ["QueryLimits", "QueryLimitExceeded", "run_isolated", "prewarm", "shutdown", "default_memory_budget",
-           "machine_memory", "rss", "Worker"]
+__all__ = ["ScopedLake", "QueryLimits", "QueryLimitExceeded", "run_isolated", "prewarm", "shutdown",
+           "default_memory_budget", "machine_memory", "rss", "Worker"]

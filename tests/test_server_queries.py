@@ -146,12 +146,12 @@ def blocking(monkeypatch):
     release = threading.Event()
     real = api_queries.lake_query.run
 
-    def run(lk, sql, *, cancel=None, now=None):
+    def run(lk, sql, *, cancel=None, now=None, **limits):
         while not release.is_set():
             if cancel is not None and cancel.is_set():
                 raise QueryCancelled("the query was cancelled")
             time.sleep(0.01)
-        return real(lk, sql, cancel=cancel, now=now)
+        return real(lk, sql, cancel=cancel, now=now, **limits)
 
     monkeypatch.setattr(api_queries.lake_query, "run", run)
     yield release
