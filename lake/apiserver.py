@@ -8,7 +8,8 @@ send and expect):
 - cloudtrail-data, rest-json: `POST /PutAuditEvents?channelArn=...&externalId=...`; errors carry the code in
   the `x-amzn-ErrorType` header and `{"message": ...}` in the body.
 
-Every request is authenticated (SigV4, `lake/sigv4.py`), its input checked against the operation's input shape
+Every request is authenticated (SigV4, `lake/sigv4.py`: the headers before the body is read, then the body's
+hash), under the limits of `ServerConfig` (body size, read and header timeouts, connections), its input checked against the operation's input shape
 (required members, types, enums, lengths, ranges, patterns: AWS's "1 validation error detected: ..." messages),
 handed to the handler registered in `lake/apicore.py`, and the handler's dict serialised through the output
 shape (datetimes and ISO strings become epoch seconds; members the model does not know are dropped).
@@ -76,6 +77,29 @@ class ServerConfig:
     #                                        (`lake serve` turns it on)
     import_roots: dict[str, tuple[str, ...]] = field(default_factory=dict)  # account -> folders/s3:// prefixes
     #                                        StartImport may read for it (lake/api_imports.py; none: s3:// only)
+
+
+LIMITS = {"max_body_bytes": int, "max_connections": int, "header_timeout": float, "read_timeout": float,
+          "body_timeout": float, "unverified_body_bytes": int, "replay_cache_size": int}
+
+
+def parse_limits(pairs: list[str] | tuple[str, ...]) -> dict[str, int | float]:
+    """`lake serve --limit NAME=VALUE` (repeatable) as ServerConfig fields; ValueError (one line) for an
+    unknown name or a value that is not a positive number."""
+    out: dict[str, int | float] = {}
+    for pair in pairs:
+        name, eq, text = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not eq or name not in LIMITS:
+            raise ValueError(f"{pair!r}: give NAME=VALUE with NAME one of {', '.join(LIMITS)}")
+        try:
+            value = LIMITS[name](text.strip())
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise ValueError(f"{pair!r}: {name} must be a positive {'whole ' if LIMITS[name] is int else ''}number")
+        out[name] = value
+    return out
 
 
 def is_loopback(host: str) -> bool:

@@ -620,23 +620,32 @@ def demo_cmd(obj: Ctx, events: int, days: int, seed: int) -> None:
 @click.option("--import-root", "import_roots", multiple=True, metavar="ACCOUNT=PATH",
               help="Let StartImport of ACCOUNT read local folder PATH (or confine its s3:// sources to an "
                    "s3://bucket/prefix); repeatable. Without one, StartImport accepts s3:// sources only.")
+@click.option("--limit", "limits", multiple=True, metavar="NAME=VALUE",
+              help="Change a request limit (repeatable): max_body_bytes, max_connections, header_timeout, "
+                   "read_timeout, body_timeout (seconds), unverified_body_bytes, replay_cache_size. "
+                   "Defaults in docs/server.md.")
 @click.pass_obj
 @handle_errors
 def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, region, log_level, delivery,
-              import_roots) -> None:
+              import_roots, limits) -> None:
     """Serve the CloudTrail API (JSON 1.1) and cloudtrail-data PutAuditEvents over HTTP, so boto3 and the AWS
     CLI work with --endpoint-url. Requests are authenticated with Signature Version 4 against the configured
     credentials. Runs until interrupted. Details in docs/server.md."""
     from .api_imports import parse_import_roots
-    from .apiserver import ServerConfig, check_bind, serve
+    from .apiserver import ServerConfig, check_bind, parse_limits, serve
     from .sigv4 import load_credentials
 
     try:
         roots = parse_import_roots(import_roots)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--import-root") from None
+    try:
+        limit_values = parse_limits(limits)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--limit") from None
     config = ServerConfig(credentials=load_credentials(credentials), allow_anonymous=allow_anonymous,
-                          audit_store=audit_store, region=region, delivery=delivery, import_roots=roots)
+                          audit_store=audit_store, region=region, delivery=delivery, import_roots=roots,
+                          **limit_values)
     check_bind(config, host)
     lk = obj.lake
 

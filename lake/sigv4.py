@@ -7,6 +7,12 @@ the payload's SHA-256), string to sign, HMAC chain from the secret. Clients ther
 (MissingAuthenticationTokenException, IncompleteSignatureException, InvalidSignatureException,
 UnrecognizedClientException), so SDKs report them as they would against AWS.
 
+Verification has two steps so that the server reads no body for a request that cannot be authentic:
+`check_headers` does everything the headers decide (and the whole signature when `x-amz-content-sha256`
+declares the payload hash), `PendingSignature.finish` checks the body's hash once it has arrived. Requests
+are accepted within AWS's 5 minutes of the server's clock; `ReplayCache` refuses a signature accepted
+before; `UNSIGNED-PAYLOAD` is refused for a body, since every CloudTrail operation signs its payload.
+
 Credentials are configured for the server, never taken from the request: each access key stands for one
 principal ARN in one account, and may see the stores of `allowed_accounts` (its own at least).
 """

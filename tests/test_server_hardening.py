@@ -587,3 +587,26 @@ def test_sdk_still_works_end_to_end(server, cloudtrail_client):
                                     aws_secret_access_key=PRINCIPALS["bob"].secret_access_key, region_name=REGION)
     bob = session.client("cloudtrail", endpoint_url=server.url, config=Config(retries={"total_max_attempts": 1}))
     assert bob.list_event_data_stores()["EventDataStores"] == []
+
+
+def test_limits_are_configurable_from_the_command_line(tmp_path):
+    from lake.apiserver import parse_limits
+
+    assert parse_limits(["max_connections=512", "read-timeout=2.5"]) == {"max_connections": 512,
+                                                                          "read_timeout": 2.5}
+    for bad in ("nope=1", "max_connections", "max_connections=-3", "read_timeout=soon", "max_body_bytes=1.5"):
+        with pytest.raises(ValueError) as e:
+            parse_limits([bad])
+        assert "\n" not in str(e.value)
+    proc, port = lake_serve_process(tmp_path, "--no-delivery", "--log-level", "warning", "--limit",
+                                    "max_body_bytes=1000")
+    try:
+        class Srv:
+            url = f"http://127.0.0.1:{port}"
+        with pytest.raises(ClientError) as e:
+            boto_client(Srv, "cloudtrail").create_event_data_store(Name="x" * 100, TagsList=[
+                {"Key": f"k{i}", "Value": "v" * 100} for i in range(20)])
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
