@@ -313,7 +313,8 @@ def start_import(ctx: ApiContext, params: dict) -> dict:
             raise ApiError("AccountHasOngoingImportException", f"import {busy} is still running for this account")
         _recheck(ctx, state)
         try:
-            imp = importer.resume(ctx.lake, state["ImportId"], workers=m.workers, chunk_bytes=m.chunk_bytes)
+            imp = importer.resume(ctx.lake, state["ImportId"], workers=m.workers, chunk_bytes=m.chunk_bytes,
+                                  isolate=True)  # decoding never runs in the server's own process
         except (NotFound, LakeError) as e:
             raise ApiError("EventDataStoreNotFoundException" if isinstance(e, NotFound) else "InvalidParameterException",
                            str(e)) from None
@@ -335,7 +336,8 @@ def start_import(ctx: ApiContext, params: dict) -> dict:
             raise ApiError("InvalidParameterException", "StartEventTime is after EndEventTime")
         try:
             imp = importer.Importer(store, [location], start=start, end=end, import_id=str(uuid.uuid4()),
-                                    workers=m.workers, chunk_bytes=m.chunk_bytes)
+                                    workers=m.workers, chunk_bytes=m.chunk_bytes,
+                                    isolate=True)  # decoding never runs in the server's own process
         except InvalidParameter as e:
             raise ApiError("InvalidParameterException", str(e)) from None
         account = ctx.principal.account_id

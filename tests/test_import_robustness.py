@@ -463,3 +463,35 @@ def test_import_refuses_duplicate_key_records_and_keeps_the_rest(tmp_path):
     rep = Importer(new_store(lk, "dups"), [str(src)], workers=1).run()
     assert rep.ImportStatistics.EventsCompleted == 2
     assert failures(lk, rep) == {"dup.json#1": "DuplicateKey"}
+
+
+def test_server_import_decodes_in_a_worker_process(server, cloudtrail_client, s3_env, monkeypatch):
+    """StartImport through boto3: the server's own process must never decode an import, even a single small
+    object (a hostile one would spend the server's memory). Its converter is broken here; the import still
+    completes, because the decoding happens in a worker process."""
+    import boto3
+
+    from lake import importer
+    from tests.conftest import make_bucket
+
+    def broken(*a, **k):
+        raise AssertionError("decoded in the server's own process")
+
+    monkeypatch.setattr(importer, "convert_raw", broken)
+    server.state.services["import_workers"] = 1
+    bucket = make_bucket(s3_env)
+    body = gzip.compress(json.dumps({"Records": [rec(1), rec(2), rec(3)]}).encode())
+    boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1").put_object(
+        Bucket=bucket, Key="logs/111111111111_CloudTrail_us-east-1_20240101T0000Z_x.json.gz", Body=body)
+    ct = cloudtrail_client("alice")
+    arn = ct.create_event_data_store(Name="imported", RetentionPeriod=3653,
+                                     TerminationProtectionEnabled=False)["EventDataStoreArn"]
+    iid = ct.start_import(Destinations=[arn], ImportSource={"S3": {
+        "S3LocationUri": f"s3://{bucket}/logs", "S3BucketRegion": "us-east-1",
+        "S3BucketAccessRoleArn": "arn:aws:iam::111111111111:role/import"}})["ImportId"]
+    deadline = time.monotonic() + 120
+    while (d := ct.get_import(ImportId=iid))["ImportStatus"] in ("INITIALIZING", "IN_PROGRESS"):
+        assert time.monotonic() < deadline, d
+        time.sleep(0.1)
+    assert d["ImportStatus"] == "COMPLETED", d
+    assert d["ImportStatistics"]["EventsCompleted"] == 3
