@@ -49,7 +49,7 @@ from .apicore import ApiContext, ApiError, operation
 from .errors import LakeError, NotFound, QueryCancelled, ReadOnlyError, SqlError
 from .log import now_iso, parse_iso
 from .querylimits import QueryLimits, ScopedLake
-from .sqlparse import parse, qualify_tree, resolve_tables
+from .sqlparse import deep, parse, qualify_tree, resolve_tables
 from .store import PENDING_DELETION, Store
 
 MAX_RUNNING = 10
@@ -408,10 +408,14 @@ def _check_statement(ctx: ApiContext, sql: str) -> tuple[list[Store], list[str]]
         assert st is not None
         return st
 
-    try:
+    def check() -> dict:
         tree, _ = parse(text)
         tables = resolve_tables(tree, lookup)
         qualify_tree(tree, tables)
+        return tables
+
+    try:
+        tables = deep(check)  # every step recurses per level of nesting: a deep stack, one line past the limit
     except (SqlError, ReadOnlyError) as e:
         if problems:
             raise problems[0] from None

@@ -20,7 +20,7 @@ from .errors import LakeError, NotFound, QueryCancelled, SqlError
 from .planner import Planner, ScanInfo
 from .querylimits import QueryLimitExceeded, QueryLimits, run_isolated
 from .sqlexpr import CastFailed
-from .sqlparse import VISIBLE_SCHEMA, parse, qualify_tree, resolve_tables
+from .sqlparse import VISIBLE_SCHEMA, deep, in_deep, parse, qualify_tree, resolve_tables
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?!ANALYZE\b)", re.IGNORECASE)
 
@@ -67,6 +67,10 @@ def _lookup(lake):
 
 
 def plan(lake, sql: str, *, now: datetime | None = None) -> Plan:
+    """Parse, resolve, qualify and plan: on a thread with a deep stack (sqlparse.deep), since every step
+    recurses once per level of nesting."""
+    if not in_deep():
+        return deep(plan, lake, sql, now=now)
     tree, text = parse(sql)
     tables = resolve_tables(tree, _lookup(lake))
     tree = qualify_tree(tree, tables)

@@ -16,7 +16,10 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import sys
+import threading
 from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
 import pyarrow as pa
 import sqlglot
@@ -136,6 +139,61 @@ def _refuse_writes(statements: list[exp.Expression | None]) -> exp.Query:
     return tree
 
 
+# Nesting. sqlglot's parser, its optimizer and Lake's planner recurse once per level of nesting (about 20
+# Python frames per parenthesis), so with Python's default limit of 1,000 frames a query nested ~50 deep
+# failed with a RecursionError that reached the server as HTTP 500 and a 450 KB traceback (issue 15). Trino
+# accepts deep nesting; Lake accepts MAX_NESTING levels of parentheses, checked on the tokens before anything
+# recurses, and runs the recursive steps in a thread with a DEEP_STACK_BYTES stack and a recursion limit of
+# DEEP_RECURSION frames, enough for that depth. Beyond it the query is refused with one line.
+MAX_NESTING = 1000
+DEEP_STACK_BYTES = 512 * 2**20
+DEEP_RECURSION = 60_000
+_STACK_LOCK = threading.Lock()
+T = TypeVar("T")
+
+
+def nesting_depth(tokens: list) -> int:
+    """The deepest parenthesis / bracket nesting of a token list (no recursion)."""
+    depth = deepest = 0
+    for tok in tokens:
+        if tok.token_type in (TokenType.L_PAREN, TokenType.L_BRACKET):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif tok.token_type in (TokenType.R_PAREN, TokenType.R_BRACKET):
+            depth -= 1
+    return deepest
+
+
+def deep(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)` on a thread with a stack and recursion limit fit for MAX_NESTING levels; a
+    RecursionError becomes one SqlError line. The limit is process-wide in Python: it is only ever raised,
+    and every other thread's recursion stays bounded by its own (8 MB) stack through the same limit it had
+    before for the frames it actually uses."""
+    if sys.getrecursionlimit() < DEEP_RECURSION:
+        sys.setrecursionlimit(DEEP_RECURSION)
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except RecursionError:
+            box["error"] = SqlError(f"the query is nested too deeply for Lake (at most {MAX_NESTING} levels)")
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            box["error"] = e
+
+    with _STACK_LOCK:
+        old = threading.stack_size(DEEP_STACK_BYTES)
+        try:
+            worker = threading.Thread(target=work, name="lake-sql-deep", daemon=True)
+            worker.start()
+        finally:
+            threading.stack_size(old)
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def parse(sql: str) -> tuple[exp.Query, str]:
     """Parse and refuse anything that is not one query. Returns the tree and the text it was parsed from."""
     if not sql or not sql.strip():
@@ -145,6 +203,21 @@ def parse(sql: str) -> tuple[exp.Query, str]:
         raise ReadOnlyError(f"{verb.group(1).upper()} is not allowed: event data stores are read-only; "
                             "only SELECT queries run")
     text = quote_store_refs(sql)
+    try:
+        depth = nesting_depth(sqlglot.tokenize(text, read=DIALECT))
+    except TokenError as e:
+        raise SqlError(f"cannot read the query: {str(e).splitlines()[0]}") from None
+    if depth > MAX_NESTING:
+        raise SqlError(f"the query nests parentheses {depth} levels deep; Lake accepts at most {MAX_NESTING}")
+    return _parse_text(text) if in_deep() else deep(_parse_text, text)
+
+
+def in_deep() -> bool:
+    """Whether this thread is one `deep` started (its callees may recurse MAX_NESTING levels)."""
+    return threading.current_thread().name == "lake-sql-deep"
+
+
+def _parse_text(text: str) -> tuple[exp.Query, str]:
     try:
         statements = sqlglot.parse(text, read=DIALECT)
     except ParseError as e:
@@ -201,6 +274,8 @@ def _mapping_schema(tables: tuple[str, ...]) -> MappingSchema:
 
 def qualify_tree(tree: exp.Query, tables: dict[str, object]) -> exp.Query:
     """Qualify every column against the Lake schema (case-insensitive), expanding `*`."""
+    if not in_deep():
+        return deep(qualify_tree, tree, tables)
     try:
         return qualify(tree, schema=_mapping_schema(tuple(sorted(tables))), dialect=DIALECT,
                        validate_qualify_columns=True, quote_identifiers=True, identify=True)
@@ -216,5 +291,5 @@ def qualify_tree(tree: exp.Query, tables: dict[str, object]) -> exp.Query:
         raise SqlError(f"cannot resolve the query: {e}") from None
 
 
-__all__ = ["parse", "resolve_tables", "qualify_tree", "quote_store_refs", "error_at", "position", "Parsed",
-           "VISIBLE_SCHEMA", "HIDDEN_COLUMNS", "DIALECT"]
+__all__ = ["deep", "in_deep", "nesting_depth", "MAX_NESTING", "parse", "resolve_tables", "qualify_tree",
+           "quote_store_refs", "error_at", "position", "Parsed", "VISIBLE_SCHEMA", "HIDDEN_COLUMNS", "DIALECT"]
