@@ -234,6 +234,7 @@ class AuditWriter:
         self._seq += 1
         self._path = os.path.join(self._journal_dir, f"{self._id}-{self._seq:08d}.jsonl")
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._torn = False
         _fsync_dir(self._journal_dir)  # the file's name survives a power cut too, not only its lines
 
     def _sync(self, mine: int) -> None:
@@ -259,11 +260,17 @@ class AuditWriter:
             mine = 0
             if self._fd is not None:
                 try:
-                    os.write(self._fd, line)
+                    # After a failed or short write the file may end in part of a line: start a new one, so
+                    # the torn piece never swallows this record.
+                    data = (b"\n" + line) if self._torn else line
+                    if os.write(self._fd, data) != len(data):
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    self._torn = False
                     self._wseq += 1
                     self.journaled += 1
                     mine = self._wseq
                 except OSError as e:  # disk full, ...: the record still goes to the store, undurably
+                    self._torn = True
                     self.journal_errors += 1
                     log.error("audit: cannot journal a record (%s); it is only queued (%d so far)",
                               os.strerror(e.errno or errno.EIO), self.journal_errors)

@@ -350,3 +350,43 @@ def test_dropped_audit_events_are_counted_and_shown_in_health(tmp_path, caplog):
     assert health["audit"]["dropped"] == 1
     assert health["audit"]["journaled"] == 1
     assert any("1 dropped since the server started" in r.getMessage() for r in caplog.records)
+
+
+def test_journal_of_a_dead_server_is_replayed_once_and_a_torn_tail_skipped(tmp_path):
+    """A dead server's journal (one event already committed before the crash, a torn last line) is replayed
+    when the next writer starts: each event stored once, the torn line skipped, the journal removed; a live
+    server's journal (its lock held) is left alone."""
+    import fcntl
+    import json
+
+    from lake.audit import AuditWriter, open_audit_store
+
+    lk = lake.connect(str(tmp_path / "lk"))
+    st = open_audit_store(lk, "lake-audit")
+    evs = [{"eventVersion": "1.11", "eventID": str(uuid.uuid4()), "eventTime": "2026-01-01T00:00:00Z",
+            "eventSource": "cloudtrail.amazonaws.com", "eventName": "AddTags", "awsRegion": "us-east-1",
+            "recipientAccountId": "111111111111", "eventCategory": "Management", "managementEvent": True,
+            "readOnly": False, "eventType": "AwsApiCall", "requestID": f"r{i}",
+            "userIdentity": {"type": "IAMUser"}} for i in range(3)]
+    for e in evs:
+        e["eventTime"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    st.append(evs[:1], source="live")  # committed before the crash; its journal file was not yet deleted
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    dead = "a" * 32
+    (jdir / f"{dead}.lock").write_bytes(b"")
+    (jdir / f"{dead}-00000001.jsonl").write_bytes(
+        b"".join(json.dumps(e).encode() + b"\n" for e in evs) + b'{"eventVersion": "1.1')
+    live = "b" * 32
+    lock = os.open(jdir / f"{live}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    (jdir / f"{live}-00000001.jsonl").write_bytes(json.dumps({**evs[0], "eventID": "x"}).encode() + b"\n")
+    try:
+        w = AuditWriter(lk, "lake-audit", journal=str(jdir))
+        w.close()
+    finally:
+        os.close(lock)
+    ids = audit_request_ids(tmp_path / "lk")
+    assert sorted(ids) == ["r0", "r1", "r2"]
+    assert w.stats()["replayed"] == 2
+    assert sorted(os.listdir(jdir)) == [f"{live}-00000001.jsonl", f"{live}.lock"]
