@@ -67,14 +67,8 @@ def source(uri: str) -> dict:
 
 
 def client(srv, principal: str, service: str = "cloudtrail"):
-    """A boto3 client whose every request carries a fresh signed nonce header, so that two identical calls in
-    one second are two requests (the server refuses a replayed signature)."""
-    c = boto_client(srv, service, principal)
-
-    def nonce(request, **_):
-        request.headers["x-lake-test-nonce"] = uuid.uuid4().hex
-    c.meta.events.register_first("before-sign.*.*", nonce)
-    return c
+    """A boto3 client for the module's server (tests/server_fixture.py's: it signs a nonce per call)."""
+    return boto_client(srv, service, principal)
 
 
 def code_of(fn, *args, **kwargs) -> str:
