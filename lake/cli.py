@@ -6,6 +6,7 @@ exits 1 when it finds anything.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from datetime import timedelta
@@ -503,9 +504,16 @@ def datasets_generate(obj: Ctx, events, days, accounts, regions, seed, anomalies
               help="Write the result to FILE instead of stdout (one statement; required for parquet).")
 @click.option("--stats", is_flag=True, help="Print each query's QueryStatistics as one JSON line on stderr.")
 @click.option("--lake", "--uri", "uri", metavar="URI", help="Lake location (overrides the global --lake).")
+@click.option("--query-memory", metavar="SIZE", help="Memory one query may use, e.g. 2G (default "
+              "$LAKE_QUERY_MEMORY, else half the machine's memory); 0: no limit.")
+@click.option("--query-timeout", type=float, metavar="SECONDS",
+              help="Stop a query after this long (default $LAKE_QUERY_TIMEOUT, else 3600); 0: no limit.")
+@click.option("--query-max-rows", type=int, metavar="N",
+              help="Most rows a result may have (default $LAKE_QUERY_MAX_ROWS, else 1000000); 0: no limit.")
 @click.pass_obj
 @handle_errors
-def sql_cmd(obj: Ctx, command, file, result_fmt, output, stats, uri) -> None:
+def sql_cmd(obj: Ctx, command, file, result_fmt, output, stats, uri, query_memory, query_timeout,
+            query_max_rows) -> None:
     """Query the stores with SQL (CloudTrail Lake's Trino dialect; FROM names a store). With -c SQL, -f FILE
     or SQL on stdin it runs the statements and exits: status 1 after a query error, 2 for a usage error.
     On a terminal it starts a shell with history, multi-line input, completion and dot commands (.help);
@@ -535,9 +543,17 @@ def sql_cmd(obj: Ctx, command, file, result_fmt, output, stats, uri) -> None:
         if output and queries > 1:
             raise click.UsageError(f"--output takes the result of one statement, not {queries}")
     tty = sys.stdout.isatty()
+    from .querylimits import QueryLimits, prewarm
+
+    try:  # queries run in a worker process under these limits, so Ctrl-C and the limits really stop them
+        qlimits = QueryLimits.from_env(1, memory=query_memory, timeout=query_timeout, max_rows=query_max_rows)
+    except ValueError:
+        raise click.BadParameter(f"{query_memory!r} is not a size (e.g. 512M, 2G)",
+                                 param_hint="--query-memory") from None
+    prewarm()
     session = shell.Session(obj.lake, fmt=fmt, stats=stats, output=output, color=tty,
                             width=shutil.get_terminal_size().columns if tty else None,
-                            spinner=err_console.is_terminal)
+                            spinner=err_console.is_terminal, limits=qlimits)
     sys.exit(shell.interactive(session) if text is None else shell.run_script(text, session))
 
 
@@ -624,10 +640,16 @@ def demo_cmd(obj: Ctx, events: int, days: int, seed: int) -> None:
               help="Change a request limit (repeatable): max_body_bytes, max_connections, header_timeout, "
                    "read_timeout, body_timeout (seconds), unverified_body_bytes, replay_cache_size. "
                    "Defaults in docs/server.md.")
+@click.option("--query-memory", metavar="SIZE", help="Memory each query may use, e.g. 1G (default "
+              "$LAKE_QUERY_MEMORY, else half the machine's memory / 10 queries); 0: no limit.")
+@click.option("--query-timeout", type=float, metavar="SECONDS",
+              help="Queries running longer end TIMED_OUT (default $LAKE_QUERY_TIMEOUT, else 3600).")
+@click.option("--query-max-rows", type=int, metavar="N",
+              help="Most rows a query result may have (default $LAKE_QUERY_MAX_ROWS, else 1000000); 0: no limit.")
 @click.pass_obj
 @handle_errors
 def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, region, log_level, delivery,
-              import_roots, limits) -> None:
+              import_roots, limits, query_memory=None, query_timeout=None, query_max_rows=None) -> None:
     """Serve the CloudTrail API (JSON 1.1) and cloudtrail-data PutAuditEvents over HTTP, so boto3 and the AWS
     CLI work with --endpoint-url. Requests are authenticated with Signature Version 4 against the configured
     credentials. Runs until interrupted. Details in docs/server.md."""
@@ -647,6 +669,11 @@ def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, r
                           audit_store=audit_store, region=region, delivery=delivery, import_roots=roots,
                           **limit_values)
     check_bind(config, host)
+    # the query limits reach the server's QueryManager (lake.api_queries) through the environment
+    for var, value in (("LAKE_QUERY_MEMORY", query_memory), ("LAKE_QUERY_TIMEOUT", query_timeout),
+                       ("LAKE_QUERY_MAX_ROWS", query_max_rows)):
+        if value is not None:
+            os.environ[var] = str(value)
     lk = obj.lake
 
     def ready(url: str) -> None:

@@ -74,6 +74,9 @@ class Session:
     max_rows: int = resultformat.MAX_TABLE_ROWS
     spinner: bool = False
     engine: Any = None
+    # Per-query limits (lake.querylimits.QueryLimits): when set, each query and .explain runs in a worker
+    # process that Ctrl-C, the timeout or the memory budget kill, so a cancelled query really stops.
+    limits: Any = None
     _tables: list[str] | None = field(default=None, repr=False)
     _columns: list[str] | None = field(default=None, repr=False)
 
@@ -257,7 +260,8 @@ def run_sql(sql: str, session: Session) -> Reply:
                      ok=False)
     t0 = time.monotonic()
     try:
-        result = run_in_worker(lambda cancel: session.engine.run(session.lake, sql, cancel=cancel),
+        extra = {"limits": session.limits} if session.limits is not None else {}
+        result = run_in_worker(lambda cancel: session.engine.run(session.lake, sql, cancel=cancel, **extra),
                                spinner=session.spinner)
         data = resultformat.render(result.df, session.fmt, width=session.width, color=session.color,
                                    max_rows=session.max_rows)
@@ -330,6 +334,10 @@ def dot_command(line: str, session: Session) -> Reply:
         if not sql:
             return Reply(err="usage: .explain SELECT ...\n", ok=False)
         try:
+            if session.limits is not None:  # planning alone can be costly (300 chained CTEs): under the limits
+                res = run_in_worker(lambda cancel: session.engine.run(session.lake, f"EXPLAIN {sql}", cancel=cancel,
+                                                                      limits=session.limits))
+                return Reply(out="".join(f"{line}\n" for line in res.df["plan"].to_list()))
             return Reply(out=session.engine.explain(session.lake, sql).rstrip("\n") + "\n")
         except Exception as e:  # noqa: BLE001
             return error_reply(e, sql)
