@@ -843,6 +843,14 @@ class RedactingFilter(logging.Filter):
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         elif isinstance(record.args, dict):
             record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        if record.args:  # an object argument (botocore logs its request object, headers included)
+            try:
+                text = record.getMessage()
+            except Exception:  # noqa: BLE001 - a malformed record is logging's problem, not ours
+                return True
+            clean = redact(text)
+            if clean != text:
+                record.msg, record.args = clean, ()
         return True
 
 

@@ -577,6 +577,16 @@ def test_redact():
     out = redact(line)
     assert "ab" * 32 not in out and "cd" * 32 not in out and "AKIA" not in out
     assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in out and "SignedHeaders=host" in out
+    # botocore logs its request object at DEBUG: the filter redacts what it formats to
+    from lake.apiserver import RedactingFilter
+
+    class Req:
+        def __repr__(self):
+            return "<AWSPreparedRequest headers={'Authorization': b'" + line.split("Authorization: ")[1] + "'}>"
+    record = logging.LogRecord("botocore.endpoint", logging.DEBUG, __file__, 1, "Sending http request: %s",
+                               (Req(),), None)
+    assert RedactingFilter().filter(record)
+    assert "cd" * 32 not in record.getMessage() and "Signature=REDACTED" in record.getMessage()
 
 
 def test_sdk_still_works_end_to_end(server, cloudtrail_client):
