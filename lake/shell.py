@@ -84,6 +84,10 @@ class Session:
         if self.engine is None:
             self.engine = load_engine()
 
+    def isolated(self) -> bool:
+        """Whether queries run under `limits` (an engine whose run() takes them: lake.query does)."""
+        return self.limits is not None and "limits" in inspect.signature(self.engine.run).parameters
+
     def tables(self) -> list[str]:
         if self._tables is None:
             self._tables = list(self.engine.table_names(self.lake))
@@ -260,7 +264,7 @@ def run_sql(sql: str, session: Session) -> Reply:
                      ok=False)
     t0 = time.monotonic()
     try:
-        extra = {"limits": session.limits} if session.limits is not None else {}
+        extra = {"limits": session.limits} if session.isolated() else {}
         result = run_in_worker(lambda cancel: session.engine.run(session.lake, sql, cancel=cancel, **extra),
                                spinner=session.spinner)
         data = resultformat.render(result.df, session.fmt, width=session.width, color=session.color,
@@ -334,7 +338,7 @@ def dot_command(line: str, session: Session) -> Reply:
         if not sql:
             return Reply(err="usage: .explain SELECT ...\n", ok=False)
         try:
-            if session.limits is not None:  # planning alone can be costly (300 chained CTEs): under the limits
+            if session.isolated():  # planning alone can be costly (300 chained CTEs): under the limits
                 res = run_in_worker(lambda cancel: session.engine.run(session.lake, f"EXPLAIN {sql}", cancel=cancel,
                                                                       limits=session.limits))
                 return Reply(out="".join(f"{line}\n" for line in res.df["plan"].to_list()))
