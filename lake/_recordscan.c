@@ -92,7 +92,11 @@ typedef struct {
     PyObject *canon;
     int trusted;         /* text produced by `canon`: already canonical, no checks */
     int lenient;         /* key scan: skip unknown values unchecked, stop once every field is found */
+    int dup;             /* the current record may name a key twice in one object (checked exactly later) */
 } Ctx;
+
+#define DUP_POSSIBLE 3   /* `odd` bits: text may differ (1) | a key may be duplicated (2) */
+#define NOTE_DUP(cx, odd) do { if ((odd) & 2) (cx)->dup = 1; } while (0)
 
 /* ---- node tree --------------------------------------------------------------------------------- */
 
@@ -358,9 +362,11 @@ static int read_number(const char **pp, const char *end, int *plain) {
     return OK;
 }
 
-/* Any JSON value at *pp, copied to `out` as compact JSON (NULL: only validated and skipped). Sets *odd when
- * the copy may differ from what orjson writes for the decoded value (floats, -0, `\u` or `\/` escapes,
- * escaped or duplicate keys, deep or wide objects); the caller then asks `canon`. */
+/* Any JSON value at *pp, copied to `out` as compact JSON (NULL: only validated and skipped). Sets bit 1 of
+ * *odd when the copy may differ from what orjson writes for the decoded value (floats, -0, `\u` or `\/`
+ * escapes, escaped or duplicate keys, deep or wide objects); the caller then asks `canon`. DUP_POSSIBLE is
+ * set too when an object names a key twice, or when that was not checked (an escaped key, more than MAX_KEYS
+ * keys): the record is then checked exactly (`duplicate_keys`). */
 static int copy_value(const char **pp, const char *end, Buf *out, int depth, int *odd) {
     const char *p = ws(*pp, end);
     if (p >= end) return UNSUPPORTED;
@@ -373,14 +379,14 @@ static int copy_value(const char **pp, const char *end, Buf *out, int depth, int
         if (esc) {
             for (const char *q = s + 1; q < p - 1; q++) {
                 if (*q == '\\') {
-                    if (q[1] == 'u' || q[1] == '/') { *odd = 1; break; }
+                    if (q[1] == 'u' || q[1] == '/') { *odd |= 1; break; }
                     q++;
                 }
             }
         }
         if (out && buf_put(out, s, p - s)) return NOMEM;
     } else if (c == '{' || c == '[') {
-        if (depth >= MAX_DEPTH) *odd = 1;
+        if (depth >= MAX_DEPTH) *odd |= 1;
         if (depth >= 256) return UNSUPPORTED;
         const char *ks[MAX_KEYS];
         Py_ssize_t kl[MAX_KEYS];
@@ -398,13 +404,13 @@ static int copy_value(const char **pp, const char *end, Buf *out, int depth, int
                     const char *k = p;
                     int esc;
                     if ((r = read_string(&p, end, NULL, &esc))) return r;
-                    if (esc) *odd = 1;
-                    if (!*odd) {
+                    if (esc) *odd |= DUP_POSSIBLE;
+                    if (!(*odd & 2)) {
                         Py_ssize_t len = p - k;
                         for (int i = 0; i < nk; i++)
-                            if (kl[i] == len && memcmp(ks[i], k, (size_t)len) == 0) { *odd = 1; break; }
+                            if (kl[i] == len && memcmp(ks[i], k, (size_t)len) == 0) { *odd |= DUP_POSSIBLE; break; }
                         if (nk < MAX_KEYS) { ks[nk] = k; kl[nk] = len; nk++; }
-                        else *odd = 1;
+                        else *odd |= DUP_POSSIBLE;
                     }
                     if (out && buf_put(out, k, p - k)) return NOMEM;
                     p = ws(p, end);
@@ -435,7 +441,7 @@ static int copy_value(const char **pp, const char *end, Buf *out, int depth, int
         const char *s = p;
         int plain;
         if ((r = read_number(&p, end, &plain))) return r;
-        if (!plain) *odd = 1;
+        if (!plain) *odd |= 1;
         if (out && buf_put(out, s, p - s)) return NOMEM;
     }
     *pp = p;
@@ -461,6 +467,7 @@ static int json_text(Ctx *cx, const char **pp, const char *end, Buf *out) {
     Py_ssize_t mark = out->len;
     int odd = 0;
     int r = copy_value(pp, end, out, 0, &odd);
+    NOTE_DUP(cx, odd);
     if (r || !odd || cx->trusted) return r;
     out->len = mark;
     const char *s;
@@ -554,6 +561,7 @@ static int parse_bool_leaf(Ctx *cx, Node *nd, const char **pp, const char *end) 
     } else {
         int odd = 0;
         if ((r = copy_value(&p, end, NULL, 0, &odd))) return r;
+        NOTE_DUP(cx, odd);
     }
     if ((r = buf_byte(&nd->valid, value >= 0)) || (r = buf_byte(&nd->data, value == 1))) return r;
     nd->n++;
@@ -573,13 +581,15 @@ static int parse_map(Ctx *cx, Node *nd, const char **pp, const char *end) {
         if (*p == 'n') r = literal(&p, end, "null", 4);
         else r = copy_value(&p, end, NULL, 0, &odd);
         if (r) return r;
+        NOTE_DUP(cx, odd);
         *pp = p;
         return append_null(nd);
     }
     Py_ssize_t ent0 = nd->nent, k0 = nd->kdata.len, v0 = nd->vdata.len, vv0 = nd->vvalid.len;
     const char *start = p;
     r = parse_map_object(cx, nd, &p, end);
-    if (r == -1) { /* duplicate key: redo from canon's text */
+    if (r == -1) { /* duplicate key: the record is refused (cx->dup); its columns are redone from canon's text */
+        cx->dup = 1;
         nd->nent = ent0;
         nd->kdata.len = k0;
         nd->vdata.len = v0;
@@ -648,7 +658,9 @@ static int parse_map_object(Ctx *cx, Node *nd, const char **pp, const char *end)
 /* The fields of an object into a struct node's children; the slot itself is appended by the caller. */
 static int parse_struct_fields(Ctx *cx, Node *nd, const char **pp, const char *end, Py_ssize_t target) {
     const char *p = ws(*pp + 1, end);
-    int r, esc, found = 0;
+    int r, esc, found = 0, nu = 0;
+    const char *uk[16];
+    Py_ssize_t ul[16];
     if (p < end && *p == '}') { p++; goto done; }
     for (;;) {
         if (p >= end || *p != '"') return UNSUPPORTED;
@@ -683,7 +695,14 @@ static int parse_struct_fields(Ctx *cx, Node *nd, const char **pp, const char *e
             if (!(p = skip_lenient(p, end))) return UNSUPPORTED;
         } else {
             int odd = 0;
+            if (nu < 16) { /* keys the spec does not name are compared among themselves */
+                for (int i = 0; i < nu; i++)
+                    if (ul[i] == klen && memcmp(uk[i], k, (size_t)klen) == 0) cx->dup = 1;
+                uk[nu] = k;
+                ul[nu++] = klen;
+            } else cx->dup = 1;
             if ((r = copy_value(&p, end, NULL, 0, &odd))) return r;
+            NOTE_DUP(cx, odd);
         }
         p = ws(p, end);
         if (p < end && *p == ',') { p = ws(p + 1, end); continue; }
@@ -703,6 +722,7 @@ static int parse_struct(Ctx *cx, Node *nd, const char **pp, const char *end) {
     if (*p != '{') { /* null, or a value of another type: a null struct, as in Python */
         int odd = 0;
         if ((r = copy_value(&p, end, NULL, 0, &odd))) return r;
+        NOTE_DUP(cx, odd);
         *pp = p;
         return append_null(nd);
     }
@@ -720,6 +740,7 @@ static int parse_list(Ctx *cx, Node *nd, const char **pp, const char *end) {
     if (*p != '[') {
         int odd = 0;
         if ((r = copy_value(&p, end, NULL, 0, &odd))) return r;
+        NOTE_DUP(cx, odd);
         *pp = p;
         return append_null(nd);
     }
@@ -730,7 +751,11 @@ static int parse_list(Ctx *cx, Node *nd, const char **pp, const char *end) {
             if (p >= end) return UNSUPPORTED;
             if (*p == '{') r = parse_struct(cx, el, &p, end);
             else if (*p == 'n') { if ((r = literal(&p, end, "null", 4)) == OK) r = append_null(el); }
-            else { int odd = 0; r = copy_value(&p, end, NULL, 0, &odd); } /* not a resource: dropped, as in Python */
+            else { /* not a resource: dropped, as in Python */
+                int odd = 0;
+                r = copy_value(&p, end, NULL, 0, &odd);
+                NOTE_DUP(cx, odd);
+            }
             if (r) return r;
             p = ws(p, end);
             if (p < end && *p == ',') { p = ws(p + 1, end); continue; }
@@ -884,18 +909,22 @@ static int utf8_valid(const unsigned char *s, Py_ssize_t n) {
     return 1;
 }
 
-/* decode(records, spec, canon, *, lenient=False, check=False, max_bytes=-1, order=None, texts=False)
+/* decode(records, spec, canon, *, lenient=False, check=False, max_bytes=-1, order=None, texts=False,
+ *        dups=False)
  * `check`: decline a batch holding a record that is not valid UTF-8 or is longer than `max_bytes` (>= 0).
  * `order`: a buffer of int64 positions: the records are read in that order (the rest are left out).
- * `texts`: append (n, int32 offsets, data) of the records' own texts, in the order read. */
+ * `texts`: append (n, int32 offsets, data) of the records' own texts, in the order read.
+ * `dups`: append a buffer of the int64 output rows whose record may name a key twice in one object (found
+ * while scanning, at no extra pass; the caller checks those few exactly with `duplicate_keys`). */
 static PyObject *decode(PyObject *self, PyObject *args, PyObject *kwargs) {
-    static char *names[] = {"records", "spec", "canon", "lenient", "check", "max_bytes", "order", "texts", NULL};
+    static char *names[] = {"records", "spec", "canon", "lenient", "check", "max_bytes", "order", "texts", "dups",
+                            NULL};
     PyObject *records, *spec, *canon, *order = Py_None;
-    int lenient = 0, check = 0, texts = 0;
+    int lenient = 0, check = 0, texts = 0, dups = 0;
     Py_ssize_t max_bytes = -1;
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$ppnOp:decode", names, &records, &spec, &canon,
-                                     &lenient, &check, &max_bytes, &order, &texts))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$ppnOpp:decode", names, &records, &spec, &canon,
+                                     &lenient, &check, &max_bytes, &order, &texts, &dups))
         return NULL;
     if (!PyList_Check(records)) { PyErr_SetString(PyExc_TypeError, "records must be a list of bytes"); return NULL; }
     Py_buffer ord = {0};
@@ -911,8 +940,8 @@ static PyObject *decode(PyObject *self, PyObject *args, PyObject *kwargs) {
         PyErr_SetString(PyExc_ValueError, "root must be a struct");
         return NULL;
     }
-    Ctx cx = {canon, 0, lenient};
-    Buf toffs = {0}, tdata = {0};
+    Ctx cx = {canon, 0, lenient, 0};
+    Buf toffs = {0}, tdata = {0}, flagged = {0};
     int r = texts ? buf_i32(&toffs, 0) : OK;
     if (texts && r == OK) { /* the texts' exact size: one allocation, no growth copies */
         Py_ssize_t size = 0;
@@ -937,8 +966,13 @@ static PyObject *decode(PyObject *self, PyObject *args, PyObject *kwargs) {
         p = ws(p, end);
         if (p >= end || *p != '{') { r = UNSUPPORTED; break; }
         root->n++;
+        cx.dup = 0;
         if ((r = parse_struct_fields(&cx, root, &p, end, root->n))) break;
         if (!lenient && ws(p, end) != end) r = UNSUPPORTED;
+        if (r == OK && dups && cx.dup) {
+            int64_t row = (int64_t)i;
+            r = buf_put(&flagged, (const char *)&row, 8);
+        }
     }
     if (have_order) PyBuffer_Release(&ord);
     PyObject *out = NULL;
@@ -955,9 +989,15 @@ static PyObject *decode(PyObject *self, PyObject *args, PyObject *kwargs) {
             if (!t || PyList_Append(out, t)) Py_CLEAR(out);
             Py_XDECREF(t);
         }
+        if (out && dups) {
+            PyObject *t = PyBytes_FromStringAndSize(flagged.p ? flagged.p : "", flagged.len);
+            if (!t || PyList_Append(out, t)) Py_CLEAR(out);
+            Py_XDECREF(t);
+        }
     }
     PyMem_RawFree(toffs.p);
     PyMem_RawFree(tdata.p);
+    PyMem_RawFree(flagged.p);
     node_free(root);
     return out;
 }

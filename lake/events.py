@@ -425,12 +425,16 @@ def convert_raw(raws: list, *, size_mode: str = limits.STANDARD, location: str =
     """
     if not compacted:
         raws = [compact_json(bytes(r)) for r in raws]
+    if raws and scanner and recordscan.available():
+        scanned = _convert_scanned(raws, location, limits.MAX_EVENT_BYTES[size_mode])
+        if scanned is not None:  # it found the records with duplicate keys during its own pass
+            return scanned
     dups = recordscan.duplicate_keys(raws) if raws else []
     if not dups:
-        return _convert_raw(raws, size_mode, location, scanner)
+        return _convert_raw(raws, size_mode, location)
     bad = dict(dups)
     keep = [i for i in range(len(raws)) if i not in bad]
-    conv = _convert_raw([raws[i] for i in keep], size_mode, location, scanner)
+    conv = _convert_raw([raws[i] for i in keep], size_mode, location)
     rejects = [Reject(keep[r.index], r.code, r.message, r.location) for r in conv.rejects]
     rejects += [_duplicate_reject(i, key, location) for i, key in dups]
     rejects.sort(key=lambda r: r.index)
@@ -442,15 +446,11 @@ def _duplicate_reject(index: int, key: str, location: str) -> Reject:
                                          "refused (readers disagree on which value counts)", location)
 
 
-def _convert_raw(raws: list[bytes], size_mode: str, location: str, scanner: bool) -> Converted:
-    """`convert_raw` of compacted texts without duplicate keys."""
+def _convert_raw(raws: list[bytes], size_mode: str, location: str) -> Converted:
+    """`convert_raw` of compacted texts without duplicate keys, without the C scanner."""
     max_bytes = limits.MAX_EVENT_BYTES[size_mode]
     if not raws:
         return convert([], size_mode=size_mode, location=location, field_caps=False, _dups_checked=True)
-    if scanner and recordscan.available():
-        scanned = _convert_scanned(raws, location, max_bytes)
-        if scanned is not None:
-            return scanned
     if max(map(len, raws)) > max_bytes:
         return convert(raws, size_mode=size_mode, location=location, field_caps=False, _dups_checked=True)
     try:
@@ -611,9 +611,12 @@ def _convert_scanned(raws: list[bytes], location: str, max_bytes: int) -> Conver
     if not in_order:
         idx = idx[order]
         times = times.take(order)
-    c = recordscan.scan(raws, order=None if in_order and not rejects else idx, texts=True)
+    c = recordscan.scan(raws, order=None if in_order and not rejects else idx, texts=True, dups=True)
     if c is None:
         return None
+    drop = _confirmed_duplicates(raws, idx, c[recordscan.DUPS], location) if len(c[recordscan.DUPS]) else None
+    if drop is not None:
+        rejects = sorted(rejects + drop[1], key=lambda r: r.index)
     cols: dict[str, Any] = {}
     for key, col in schema.STRING_FIELDS.items():
         cols[col] = c[key]
@@ -631,7 +634,24 @@ def _convert_scanned(raws: list[bytes], location: str, max_bytes: int) -> Conver
     cols["eventjson"] = c[recordscan.TEXT]
     cols["eventtime"] = times
     table = pa.table([cols[f.name] for f in schema.EVENT_SCHEMA], schema=schema.EVENT_SCHEMA)
+    if drop is not None and not drop[0].all():
+        table = table.filter(pa.array(drop[0]))
+        idx = idx[drop[0]]
     return Converted(table, rejects, idx.tolist(), 0)
+
+
+def _confirmed_duplicates(raws: list[bytes], idx: np.ndarray, flagged: np.ndarray,
+                          location: str) -> tuple[np.ndarray, list[Reject]]:
+    """(rows to keep, rejects) after the exact check of the rows the scanner flagged as possibly naming a key
+    twice (`flagged`: output rows; `idx`: input position of each output row)."""
+    found = recordscan.duplicate_keys([raws[int(idx[j])] for j in flagged])
+    keep = np.ones(len(idx), dtype=bool)
+    rejects = []
+    for n, key in found:
+        row = int(flagged[n])
+        keep[row] = False
+        rejects.append(_duplicate_reject(int(idx[row]), key, location))
+    return keep, rejects
 
 
 def _freeform_column(values) -> pa.Array:

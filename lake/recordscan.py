@@ -69,10 +69,12 @@ def available() -> bool:
 
 
 TEXT = ":record"  # the key of the records' own texts in `scan(..., texts=True)`
+DUPS = ":dups"  # the key of the rows that may name a key twice, in `scan(..., dups=True)`
 
 
 def scan(raws: list[bytes], spec: tuple = SPEC, *, lenient: bool = False, check: bool = False,
-         max_bytes: int = -1, order: np.ndarray | None = None, texts: bool = False) -> dict[str, pa.Array] | None:
+         max_bytes: int = -1, order: np.ndarray | None = None, texts: bool = False,
+         dups: bool = False) -> dict[str, pa.Array] | None:
     """Top-level columns of `raws` (compact JSON texts of single records, valid UTF-8: the caller checks,
     since Arrow and polars assume it), or None for the Python path.
     Time fields come as timestamps, null where missing or unparseable; a top-level one's received text is
@@ -80,14 +82,17 @@ def scan(raws: list[bytes], spec: tuple = SPEC, *, lenient: bool = False, check:
     checking them, and stop reading a record once every named field was found (the key scan: what it keeps
     is checked by the full scan). `check`: None when a record is not valid UTF-8 or is longer than
     `max_bytes` (without it, the caller vouches for both). `order`: int64 positions of the records to read,
-    in that order. `texts`: also the records' texts as read, under `TEXT`."""
+    in that order. `texts`: also the records' texts as read, under `TEXT`. `dups`: also, under `DUPS`, an
+    int64 array of the rows (output positions) whose record may name a key twice in one object: found during
+    the same pass, so only those few need the exact check (`duplicate_keys`)."""
     if _recordscan is None:
         return None
     out = _recordscan.decode(raws, spec, canonical_text, lenient=lenient, check=check, max_bytes=max_bytes,
                              order=None if order is None else np.ascontiguousarray(order, dtype=np.int64),
-                             texts=texts)
+                             texts=texts, dups=dups)
     if out is None:
         return None
+    flagged = np.frombuffer(out.pop(), dtype=np.int64) if dups else None
     text = None
     if texts:
         n, offsets, data = out.pop()
@@ -102,6 +107,8 @@ def scan(raws: list[bytes], spec: tuple = SPEC, *, lenient: bool = False, check:
             columns[f"{key.decode()}:text"] = found[0]
     if text is not None:
         columns[TEXT] = text
+    if flagged is not None:
+        columns[DUPS] = flagged
     return columns
 
 
