@@ -136,9 +136,18 @@ def _ndjson(text: bytes, name: str) -> list[Any]:
             out.append(orjson.loads(line))
         except orjson.JSONDecodeError as e:
             if n == 1 and len(lines) == 1:
-                raise TrailFileError(f"{name}: not JSON ({e})") from None
+                raise TrailFileError(f"{name}: not JSON ({_utf8_problem(line) or e})") from None
             out.append(line)  # left for the converter to reject with its line content
     return out
+
+
+def _utf8_problem(data: bytes) -> str | None:
+    """Where `data` stops being UTF-8 (orjson says only "surrogates not allowed"), or None."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as u:
+        return f"not valid UTF-8: byte {u.start:,} starts an invalid sequence ({data[u.start:u.start + 4].hex(' ')})"
+    return None
 
 
 def encode_log_file(records: list[dict]) -> bytes:
