@@ -135,6 +135,11 @@ def world(tmp_path_factory):
         {"Sid": "a", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{A}:root"},
          "Action": "cloudtrail-data:PutAuditEvents", "Resource": w.channel}]}))
     al.add_tags(ResourceId=w.channel, TagsList=[{"Key": "owner", "Value": "alice"}])
+    bob_activity = bo.create_event_data_store(
+        Name="bob-activity", RetentionPeriod=3653, TerminationProtectionEnabled=False, AdvancedEventSelectors=[
+            {"FieldSelectors": [{"Field": "eventCategory", "Equals": ["ActivityAuditLog"]}]}])["EventDataStoreArn"]
+    w.bob_channel = bo.create_channel(Name="bob-channel", Source="Custom", Destinations=[
+        {"Type": "EVENT_DATA_STORE", "Location": bob_activity}])["ChannelArn"]
     w.import_id = al.start_import(Destinations=[w.store], ImportSource=source(f"file://{w.alice_root}"))["ImportId"]
     w.query_id = al.start_query(QueryStatement=f"SELECT eventid FROM {w.store_id}")["QueryId"]
     w.event_id = json.loads(lk.store(w.store).to_arrow().column("eventjson")[0].as_py())["eventID"]
@@ -155,7 +160,8 @@ def snapshot(w: World) -> dict:
     store = al.get_event_data_store(EventDataStore=w.store)
     store.pop("ResponseMetadata", None)
     store.pop("UpdatedTimestamp", None)
-    out = {"store": store, "rows": w.lake.store(w.store).to_arrow().num_rows}
+    out = {"store": store, "rows": w.lake.store(w.store).to_arrow().num_rows,
+           "activity rows": w.lake.store(w.activity).to_arrow().num_rows}
     for key, call in (("trail", lambda: al.get_trail(Name=w.trail)["Trail"]),
                       ("status", lambda: al.get_trail_status(Name=w.trail)["IsLogging"]),
                       ("selectors", lambda: al.get_event_selectors(TrailName=w.trail).get("EventSelectors")),
@@ -286,6 +292,8 @@ CASES: list[tuple[str, str, dict, set[str]]] = [
     ("channel-into-a", "create_channel", {"Name": "bob-channel", "Source": "Custom",
                                           "Destinations": [{"Type": "EVENT_DATA_STORE", "Location": "{activity}"}]},
      NOT_STORE),
+    ("channel-retargeted-to-a", "update_channel", {"Channel": "{bob_channel}", "Destinations": [
+        {"Type": "EVENT_DATA_STORE", "Location": "{activity}"}]}, NOT_STORE),
     ("put-policy", "put_resource_policy", {"ResourceArn": "{channel}", "ResourcePolicy": "{{}}"}, NOT_RESOURCE),
     ("get-policy", "get_resource_policy", {"ResourceArn": "{channel}"}, NOT_RESOURCE),
     ("delete-policy", "delete_resource_policy", {"ResourceArn": "{channel}"}, NOT_RESOURCE),
@@ -309,6 +317,16 @@ def fill(value, w: World):
 def test_b_on_a(world, case):
     _, op, params, codes = case
     assert code_of(getattr(world.bob, op), **fill(params, world)) in codes
+
+
+def test_b_cannot_put_events_on_a_channel(world):
+    """PutAuditEvents (cloudtrail-data) on A's channel: A's policy allows A only."""
+    data = client(world.srv, "bob", "cloudtrail-data")
+    ev = {"id": "e1", "eventData": json.dumps({"version": "1.0", "UID": "u", "userIdentity": {"type": "x",
+          "principalId": "p"}, "eventSource": "app", "eventName": "Steal", "eventTime": "2026-01-01T00:00:00Z",
+          "recipientAccountId": A})}
+    assert code_of(data.put_audit_events, channelArn=world.channel, auditEvents=[ev]) == \
+        "ChannelInsufficientPermission"
 
 
 def test_import_refusals_look_alike(world):
