@@ -272,12 +272,22 @@ class Log:
         if signer is not None:
             # Signed before the commit exists, so no crash can leave a head unsigned. A writer that loses the
             # race for this version leaves a signature of a head that never was: verify ignores those.
-            self.storage.create(self.head_path(version, head_hash),
-                                orjson.dumps(signer.head_signer().sign_head(self.store_id, version, head_hash)))
+            try:
+                record = signer.head_signer().sign_head(self.store_id, version, head_hash)
+            except OSError as e:
+                from .errors import LakeError
+
+                raise LakeError(f"cannot use the key store {signer.key_dir} to sign commit {version}: "
+                                f"{e.strerror or e}; set LAKE_KEY_DIR to a directory this user owns "
+                                "(docs/security.md)") from None
+            self.storage.create(self.head_path(version, head_hash), orjson.dumps(record))
         if not self.storage.create(self.commit_path(version), raw):
             return None
         if signer is not None:
-            signer.record_head(self.store_id, version, head_hash)
+            try:
+                signer.record_head(self.store_id, version, head_hash)
+            except OSError:  # the record is a hint that only strengthens verify; the commit stands
+                pass
         new = apply_commit(snap, body, raw)
         self._cache = new
         if version and version % CHECKPOINT_INTERVAL == 0:

@@ -356,3 +356,16 @@ def test_maintenance_does_not_launder_a_changed_segment(tmp_path, keydir, operat
     assert "does not match its manifest entry" in str(e.value) and "\n" not in str(e.value)
     assert st.snapshot().version == before.version  # nothing committed
     assert any(f["kind"] == "tampered" for f in findings(verify(lake)))
+
+
+def test_unusable_key_store_is_one_line(tmp_path, monkeypatch):
+    """A key store the lake process cannot create (here: under a regular file) fails the write with one line
+    that says what to do, before anything is committed."""
+    from lake.errors import LakeError
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("LAKE_KEY_DIR", str(tmp_path / "file" / "keys"))
+    lake = Lake(str(tmp_path / "lake"), region=REGION, account_id=A)
+    with pytest.raises(LakeError) as e:
+        lake.create_store("store-one")
+    assert "LAKE_KEY_DIR" in str(e.value) and "\n" not in str(e.value)
