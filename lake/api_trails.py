@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import orjson
 
+from . import tenancy
 from .apicore import ApiContext, ApiError, operation
 from .api_tags import check_tags, delete_tags, set_tags, tag_resource
 from .errors import LakeError
@@ -51,10 +52,28 @@ def _home(ctx: ApiContext, ref: str) -> Trail:
     return trail
 
 
+def _check_roots(ctx: ApiContext, bucket: Any, prefix: Any) -> None:
+    """An unmapped bucket is `s3://bucket` written with the server's credentials: never under an S3 root the
+    operator declared for another account (its import source: the trail would inject events into it), and
+    under one of the caller's own S3 roots when it has some (lake/tenancy.py). Mapped buckets follow
+    `trails.check_bucket_access`."""
+    if not isinstance(bucket, str) or ctx.lake.storage.exists(f"_catalog/buckets/{bucket}.json") \
+            or not tenancy.roots(ctx):
+        return
+    key = prefix.strip("/") if isinstance(prefix, str) else ""
+    uri = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+    if tenancy.bad_key(key) or not tenancy.S3_URI_RE.fullmatch(uri):
+        return  # the catalog refuses the name or prefix with its own exception
+    if not tenancy.s3_allowed(ctx.lake, uri, ctx.principal.account_id, tenancy.roots(ctx)):
+        raise ApiError("InsufficientS3BucketPolicyException",
+                       f"Incorrect S3 bucket policy is detected for bucket: {bucket}")
+
+
 @operation("CreateTrail", mutating=True)
 @_api
 def create_trail(ctx: ApiContext, params: dict) -> dict:
     tags = check_tags(params.get("TagsList") or [], "InvalidTagParameterException")
+    _check_roots(ctx, params.get("S3BucketName"), params.get("S3KeyPrefix"))
     trail = TrailCatalog(ctx.lake).create(
         params["Name"], params["S3BucketName"], owner=ctx.principal.account_id, region=ctx.region,
         prefix=params.get("S3KeyPrefix"), sns_topic=params.get("SnsTopicName"),
@@ -72,6 +91,9 @@ def create_trail(ctx: ApiContext, params: dict) -> dict:
 @_api
 def update_trail(ctx: ApiContext, params: dict) -> dict:
     trail = _home(ctx, params["Name"])
+    if params.get("S3BucketName") is not None or params.get("S3KeyPrefix") is not None:
+        _check_roots(ctx, params.get("S3BucketName") or trail.bucket,
+                     params["S3KeyPrefix"] if params.get("S3KeyPrefix") is not None else trail.key_prefix)
     new = TrailCatalog(ctx.lake).update(
         trail, bucket=params.get("S3BucketName"), prefix=params.get("S3KeyPrefix"),
         sns_topic=params.get("SnsTopicName"), include_global=params.get("IncludeGlobalServiceEvents"),
