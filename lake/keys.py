@@ -36,7 +36,8 @@ that appear in the lake are ignored. A private key already in the key directory 
 
 Extension point: `KeyStore` is one class with a small interface (`public_keys`, `signing_key`,
 `head_signer`, `head_public_keys`, `record_head`, `recorded_head`); a KMS or OpenBao backend would implement
-the same methods and be chosen by `$LAKE_KEY_BACKEND` (only `dir` exists today).
+the same methods, be registered in `KEY_BACKENDS` and be chosen by `$LAKE_KEY_BACKEND` (only `dir` exists
+today: the extension point is left for later).
 
 Rotation: a region key signs only inside its window [ValidityStartTime, ValidityEndTime), `rotation_days`
 long (default 30, `$LAKE_KEY_ROTATION_DAYS`). Signing at a time no window covers creates a new key whose
@@ -578,6 +579,22 @@ class KeyRing:
             return None
 
 
+# Key store backends by name ($LAKE_KEY_BACKEND, default "dir"). The extension point for a KMS or OpenBao
+# backend, left for later: register a class with KeyRing's public methods under a new name.
+KEY_BACKENDS: dict[str, type] = {"dir": KeyRing}
+
+
+def _backend() -> type:
+    name = os.environ.get("LAKE_KEY_BACKEND", "dir").strip() or "dir"
+    try:
+        return KEY_BACKENDS[name]
+    except KeyError:
+        from .errors import InvalidParameter
+
+        raise InvalidParameter(f"LAKE_KEY_BACKEND={name!r} is not a key store backend; available: "
+                               f"{', '.join(sorted(KEY_BACKENDS))}") from None
+
+
 _RINGS: dict[tuple[str, str], KeyRing] = {}
 _RINGS_LOCK = threading.Lock()
 
@@ -588,7 +605,7 @@ def keyring_for_storage(storage: Any) -> KeyRing:
     with _RINGS_LOCK:
         ring = _RINGS.get(key)
         if ring is None:
-            ring = _RINGS[key] = KeyRing(storage)
+            ring = _RINGS[key] = _backend()(storage)
         return ring
 
 
@@ -596,7 +613,7 @@ def keyring(lake: Any) -> KeyRing:
     """The lake's KeyRing, shared by everything that signs or publishes in this process."""
     ring = getattr(lake, "_keyring", None)
     if ring is None:
-        ring = KeyRing(lake)
+        ring = _backend()(lake)
         try:
             lake._keyring = ring
         except AttributeError:  # pragma: no cover - a lake-like object with __slots__
