@@ -517,7 +517,7 @@ def test_no_bucket_inside_the_lake(world):
 
 # ---- the allow-list option -----------------------------------------------------------------------------------
 
-def test_import_root_option_parsing():
+def test_import_root_option_parsing(tmp_path):
     from lake.api_imports import parse_import_roots
 
     assert parse_import_roots([f"{A}=/data/a", f"{A}=s3://bucket/a", f"{B}=/data/b"]) == \
@@ -525,7 +525,10 @@ def test_import_root_option_parsing():
     for bad in ("/data/a", "12=/x", f"{A}=relative", f"{A}=s3://b/../x", f"{A}=s3://UPPER"):
         with pytest.raises(ValueError):
             parse_import_roots([bad])
-    assert ServerConfig(import_roots={A: ("/x",)}).import_roots == {A: ("/x",)}
+    from lake.apiserver import LakeServer
+
+    state = LakeServer(Lake(str(tmp_path / "lake"), account_id=A), ServerConfig(import_roots={A: ("/x",)}))
+    assert state.services["import_roots"] == {A: ("/x",)}  # what StartImport reads (lake/tenancy.py)
 
 
 def test_cli_serve_takes_import_roots():
