@@ -469,12 +469,16 @@ class Importer:
                                        mp_context=get_context("spawn"), initializer=_worker_init,
                                        initargs=(os.getpid(),))
         try:
-            return self._run(t0, pool, md, chunks)
+            self._run(t0, pool, md, chunks)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+        # The final status only once the workers are gone: a caller that sees it may start the next import
+        # (the server allows one per account) and must not find this one still running.
+        elapsed = time.monotonic() - t0
+        return self._save("FAILED" if self.stats.FailedEntries else "COMPLETED", elapsed)
 
-    def _run(self, t0: float, pool, md: dict, chunks: list) -> ImportReport:
+    def _run(self, t0: float, pool, md: dict, chunks: list) -> None:
         now = self.now or datetime.now(timezone.utc)
         cutoff = now - timedelta(days=md["RetentionPeriod"])
         base = {"lake_uri": self.lake.uri, "storage_options": self.lake.storage_options,
@@ -494,9 +498,6 @@ class Importer:
                         self._absorb(self._result(f, pending.pop(f)), t0)
             for f in list(pending):
                 self._absorb(self._result(f, pending.pop(f)), t0)
-        elapsed = time.monotonic() - t0
-        status = "FAILED" if self.stats.FailedEntries else "COMPLETED"
-        return self._save(status, elapsed)
 
     @staticmethod
     def _result(future, task: dict) -> dict:

@@ -155,17 +155,21 @@ def test_failures_are_listed_and_paged(lk, store, c, tmp_path):
 
 def test_stop_and_resume(lk, store, c, services, logs, monkeypatch):
     services["import_chunk_bytes"] = 1  # one object per chunk: a stop lands between objects
-    real = importer._process_chunk
+    # chunks are decoded in worker processes (issue 15): slow down the server side, between chunks
+    real = importer.Importer._absorb
 
-    def slow(task):
+    def slow(self, result, t0):
         time.sleep(0.05)
-        return real(task)
+        return real(self, result, t0)
 
-    monkeypatch.setattr(importer, "_process_chunk", slow)
+    monkeypatch.setattr(importer.Importer, "_absorb", slow)
     iid = OPERATIONS["StartImport"](c, {"Destinations": [store.arn], "ImportSource": source(f"file://{logs}")})["ImportId"]
     expect("AccountHasOngoingImportException", OPERATIONS["StartImport"], c,
            {"Destinations": [store.arn], "ImportSource": source(f"file://{logs}")})
-    time.sleep(0.3)
+    deadline = time.monotonic() + 60  # until the first chunk is in (the worker process must start first)
+    while OPERATIONS["GetImport"](c, {"ImportId": iid})["ImportStatistics"]["EventsCompleted"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     out = OPERATIONS["StopImport"](c, {"ImportId": iid})
     assert out["ImportStatus"] == "STOPPED"
     d = wait(c, iid)
@@ -174,7 +178,7 @@ def test_stop_and_resume(lk, store, c, services, logs, monkeypatch):
     assert 0 < done < 1500
     n = lk.sql(f"SELECT count(*) AS n FROM {store.id}")["n"][0]
     assert n == done
-    monkeypatch.setattr(importer, "_process_chunk", real)
+    monkeypatch.setattr(importer.Importer, "_absorb", real)
     again = OPERATIONS["StartImport"](c, {"ImportId": iid})
     assert again["ImportId"] == iid
     d = wait(c, iid)
@@ -335,17 +339,20 @@ def test_boto3_import_flow_from_s3(server, cloudtrail_client, logs, s3_env, tmp_
 def test_boto3_stop_import(server, cloudtrail_client, logs, monkeypatch, tmp_path_factory):
     server.state.services.update(import_workers=1, import_chunk_bytes=1,
                                  import_roots={ACCT_A: (str(tmp_path_factory.getbasetemp()),)})
-    real = importer._process_chunk
-    monkeypatch.setattr(importer, "_process_chunk", lambda task: (time.sleep(0.05), real(task))[1])
+    real = importer.Importer._absorb  # chunks are decoded in worker processes: slow the server side
+    monkeypatch.setattr(importer.Importer, "_absorb", lambda self, r, t0: (time.sleep(0.05), real(self, r, t0))[1])
     st = create_store(server.lake, A, "e2e-stop")
     client = cloudtrail_client("alice")
     iid = client.start_import(Destinations=[st.arn], ImportSource=source(f"file://{logs}"))["ImportId"]
     with pytest.raises(client.exceptions.AccountHasOngoingImportException):
         client.start_import(Destinations=[st.arn], ImportSource=source(f"file://{logs}"))
-    time.sleep(0.3)
+    deadline = time.monotonic() + 60  # until the first chunk is in (the worker process must start first)
+    while client.get_import(ImportId=iid)["ImportStatistics"].get("EventsCompleted", 0) == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     stopped = client.stop_import(ImportId=iid)
     assert stopped["ImportStatus"] == "STOPPED" and 0 < stopped["ImportStatistics"]["EventsCompleted"] < 1500
-    monkeypatch.setattr(importer, "_process_chunk", real)
+    monkeypatch.setattr(importer.Importer, "_absorb", real)
     assert client.start_import(ImportId=iid)["ImportId"] == iid
     d = _poll(client, iid)
     assert d["ImportStatus"] == "COMPLETED" and d["ImportStatistics"]["EventsCompleted"] == len(events_in(logs))
