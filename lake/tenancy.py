@@ -65,15 +65,33 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def local_location(lake: Any, path: str, account_roots: Iterable[str], *, must_exist: bool) -> str | None:
+def _others(lake: Any, account: str, all_roots: dict[str, tuple[str, ...]]) -> list[str]:
+    """Resolved local folders that hold what is not `account`'s: the lake itself, other accounts' roots, and
+    the folders other accounts' trails deliver to (a root given too generously must not reach them)."""
+    out = [os.path.realpath(lake.storage.root)] if lake.storage.local else []
+    out += [os.path.realpath(r) for a, rs in all_roots.items() if a != account for r in rs
+            if not r.startswith("s3://")]
+    from .trails import TrailCatalog, bucket_target
+
+    for t in TrailCatalog(lake).list():
+        if t.owner != account:
+            target, _ = bucket_target(lake, t.bucket, t.extension.get("Destination"))
+            if "://" not in target or target.startswith("file://"):
+                out.append(os.path.realpath(target.removeprefix("file://")))
+    return out
+
+
+def local_location(lake: Any, path: str, account_roots: Iterable[str], *, must_exist: bool,
+                   account: str | None = None, all_roots: dict[str, tuple[str, ...]] | None = None) -> str | None:
     """The resolved `path` when it lies under one of the local `account_roots` once both are resolved (and
-    exists as a file or folder with `must_exist`), and not inside the lake's own folder; None otherwise,
-    whatever the reason, so that no answer tells "missing" from "forbidden"."""
+    exists as a file or folder with `must_exist`), and neither lies in nor contains the lake's folder, another
+    account's root or another account's trail bucket folder; None otherwise, whatever the reason, so that no
+    answer tells "missing" from "forbidden"."""
     if not os.path.isabs(path) or "\x00" in path:
         return None
     try:
         real = os.path.realpath(path)
-        if lake.storage.local and _inside(real, os.path.realpath(lake.storage.root)):
+        if any(_inside(real, o) or _inside(o, real) for o in _others(lake, account or "", all_roots or {})):
             return None
         for root in account_roots:
             if root.startswith("s3://"):
@@ -134,7 +152,8 @@ def location(ctx: Any, uri: str, account: str, *, must_exist: bool = True) -> st
         uri = uri[len("file://"):]
     elif "://" in uri:
         return None
-    return local_location(ctx.lake, uri, all_roots.get(account, ()), must_exist=must_exist)
+    return local_location(ctx.lake, uri, all_roots.get(account, ()), must_exist=must_exist, account=account,
+                          all_roots=all_roots)
 
 
 __all__ = ["ACCOUNT_RE", "S3_URI_RE", "bad_key", "local_location", "location", "parse_roots", "roots",

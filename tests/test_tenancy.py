@@ -346,6 +346,21 @@ def test_import_refusals_look_alike(world):
     assert len(messages) == 1, messages
 
 
+def test_a_generous_root_never_reaches_other_accounts(world):
+    """A root given too generously (B's covers A's root, the lake and A's trail bucket) still never reaches
+    them: a source that contains or lies in any of them is refused; B's own folder below it still imports."""
+    services = world.srv.state.services
+    saved = services["import_roots"]
+    services["import_roots"] = {**saved, B: (str(world.base),)}
+    try:
+        for folder in ("", "roots", "roots/alice", "lake", "buckets", "buckets/alice"):
+            uri = f"file://{world.base}/{folder}".rstrip("/")
+            assert code_of(world.bob.start_import, Destinations=[world.bob_store], ImportSource=source(uri)) == \
+                "InvalidImportSourceException", uri
+    finally:
+        services["import_roots"] = saved
+
+
 def test_b_imports_its_own_root_only(world):
     """B's own root imports (file:// over the API); a symlinked file inside it that points into A's folder is
     not followed; nothing of A's lands in B's store."""
