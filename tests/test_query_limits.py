@@ -30,8 +30,8 @@ MARGIN = 250 * MB  # sampling interval, kill latency, the interpreter of the wor
 
 LPAD = "SELECT length(lpad(eventname, 2000000000, 'b')) FROM {t} LIMIT 1"  # the 97 characters
 SELF_JOIN = "SELECT count(DISTINCT a.eventid || b.eventid) FROM {t} a JOIN {t} b ON a.eventname = b.eventname"
-CTES = "WITH " + ", ".join(["c0 AS (SELECT * FROM {t})"] + [f"c{i} AS (SELECT * FROM c{i - 1})" for i in range(1, 300)]) \
-    + " SELECT count(*) FROM c299"
+CTES = "WITH " + ", ".join(["c0 AS (SELECT * FROM {t})"] + [f"c{i} AS (SELECT * FROM c{i - 1})"
+                                                             for i in range(1, 300)]) + " SELECT count(*) FROM c299"
 
 
 def _rec(i: int) -> dict:
