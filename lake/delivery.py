@@ -66,7 +66,7 @@ import pyarrow.parquet as pq
 
 from .enrichment import strip_event_context
 from .errors import SegmentIntegrityError
-from .log import Log, now_iso, parse_iso
+from .log import Log, head_signer, now_iso, parse_iso
 from .schema import EVENT_SCHEMA
 from .selectors import selector_expr
 from .storage import Storage
@@ -76,6 +76,7 @@ from .trails import (
     Trail,
     TrailCatalog,
     bucket_target,
+    check_bucket_access,
     readable_stores,
 )
 
@@ -376,6 +377,8 @@ class Deliverer:
         if self._verified is not None and self._verified[0] == key:
             return self._verified[1]
         got = self._log(store_id).read_commit(version)
+        if got is not None:
+            self._check_signed(store_id, version, got[1])
         adds = (got[0].get("add") or []) if got is not None else []
         entry = adds[index] if index < len(adds) else None
         if entry is None or entry.get("path") != path:
@@ -392,6 +395,22 @@ class Deliverer:
         buf = pa.py_buffer(data)
         self._verified = (key, buf)
         return buf
+
+    def _check_signed(self, store_id: str, version: int, raw: bytes) -> None:
+        """The commit whose manifest entry vouches for a segment must itself be one the key store signed
+        (lake/keys.py): a commit a lake writer added or rewrote is refused, so its events are never delivered
+        in signed digests. Commits older than the key store's first signature are accepted unsigned."""
+        ring = head_signer(self.storage)
+        if ring is None:
+            return  # head signing turned off ($LAKE_SIGN_HEADS=0): nothing to check against
+        legacy = ring.legacy_heads()
+        if legacy is None or version <= legacy.get(store_id, -1):
+            return
+        if not ring.commit_is_signed(store_id, version, raw, self.storage.read):
+            raise SegmentIntegrityError(
+                f"commit {version} of store {store_id} carries no signature by this lake's key store: it was "
+                "added or changed outside the lake process; delivery stopped, nothing signed; run "
+                "`lake verify --trusted-key`")
 
     def _footer(self, store_id: str, path: str, version: int, index: int) -> list[int]:
         """Uncompressed eventjson bytes of each row group of a segment (the batch budget's unit)."""
@@ -682,6 +701,7 @@ class Deliverer:
             if not self.storage.create(self._batch_path(n + 1, intent=True), orjson.dumps(plan)):
                 return False, nxt  # another deliverer planned this batch: replay its plan next time round
         files = self._files(n + 1, plan)
+        check_bucket_access(self.lake, plan["bucket"], self.trail.owner, plan.get("destination"))  # still its
         dest = Storage(*bucket_target(self.lake, plan["bucket"], plan.get("destination")))
         for f in files:
             dest.create(f["key"], gzip.compress(f["body"], mtime=0))  # False: written by an interrupted run
@@ -830,5 +850,6 @@ def start_delivery_thread(lake: Any, stop_event: threading.Event, interval: floa
     return DeliveryService(lake, interval, stop_event).start().thread
 
 
-__all__ = ["SegmentIntegrityError", "undelivered_from", "Deliverer", "DeliveryReport", "DeliveryService", "deliver_all", "start_delivery_thread", "log_key",
+__all__ = ["SegmentIntegrityError", "undelivered_from", "Deliverer", "DeliveryReport", "DeliveryService",
+           "deliver_all", "start_delivery_thread", "log_key",
            "unique_string", "envelope", "split_records", "windows_of", "MAX_FILE_BYTES", "DEFAULT_INTERVAL"]

@@ -352,6 +352,7 @@ class KeyRing:
         self._signers: dict[str, SigningKey] = {}
         self._migrated: set[str] = set()
         self._head: HeadSigner | None = None
+        self._trusted_heads: dict[str, Any] | None = None
 
     # -- paths --------------------------------------------------------------------------------------------
     def _region_dir(self, region: str) -> str:
@@ -530,6 +531,7 @@ class KeyRing:
                 with open(os.path.join(hdir, existing[0]), "rb") as f:
                     signer = HeadSigner(load_pem_private_key(f.read(), password=None))
             else:
+                self._record_legacy(hdir)
                 private = Ed25519PrivateKey.generate()
                 signer = HeadSigner(private)
                 pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -548,6 +550,41 @@ class KeyRing:
                 pass
             self._head = signer
             return signer
+
+    def _record_legacy(self, hdir: str) -> None:
+        """Before the first chain-head key exists: note each store's newest commit, all made before this key
+        store signed anything (`legacy_heads`). Delivery accepts those unsigned and nothing else."""
+        heads: dict[str, int] = {}
+        for sid in self.storage.list_dirs("stores"):
+            names = [i.path.rsplit("/", 1)[-1] for i in self.storage.list(f"stores/{sid}/_log")]
+            versions = [int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit()]
+            if versions:
+                heads[sid] = max(versions)
+        _write_private(os.path.join(hdir, "legacy.json"), orjson.dumps(heads))
+
+    def legacy_heads(self) -> dict[str, int] | None:
+        """Per store, the newest commit that existed before this key store signed its first head (those are
+        accepted without a signature); None when the key store has never signed a head."""
+        try:
+            with open(os.path.join(self.key_dir, HEADS_DIR, "legacy.json"), "rb") as f:
+                return {str(k): int(v) for k, v in orjson.loads(f.read()).items()}
+        except FileNotFoundError:
+            return {} if self.head_public_keys() else None
+        except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError):
+            return {}  # damaged: trust nothing unsigned
+
+    def commit_is_signed(self, store_id: str, version: int, raw: bytes, read: Any) -> bool:
+        """Whether commit `version` of a store (its bytes `raw`) carries a valid signature by this key store's
+        head keys; `read(path)` reads a lake file (FileNotFoundError when absent)."""
+        digest = hashlib.sha256(raw).hexdigest()
+        try:
+            rec = orjson.loads(read(f"stores/{store_id}/{HEADS_DIR}/{version:020d}-{digest}.json"))
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return False
+        if self._trusted_heads is None:
+            self._trusted_heads = self.head_public_keys()
+        return isinstance(rec, dict) and rec.get("store") == store_id and rec.get("version") == version and \
+            rec.get("hash") == digest and verify_head(rec, self._trusted_heads)
 
     def head_public_keys(self) -> dict[str, Any]:
         """The chain-head public keys this key store holds (fingerprint -> key); {} when it has none."""
@@ -636,6 +673,7 @@ def list_public_keys(ctx: ApiContext, params: dict) -> dict:
 
 
 __all__ = ["KeyRing", "PublicKey", "HeadSigner", "keyring_for_storage", "key_dir_for", "lake_id", "verify_head",
-           "load_trusted_head_keys", "head_message", "SigningKey", "keyring", "fingerprint", "pkcs1_der", "load_public_der",
+           "load_trusted_head_keys", "head_message", "SigningKey", "keyring", "fingerprint", "pkcs1_der",
+           "load_public_der",
            "verify_signature", "iso_seconds", "utc", "list_public_keys", "SIGNATURE_ALGORITHM",
            "DEFAULT_ROTATION_DAYS"]

@@ -22,7 +22,7 @@ from lake.cli import cli
 from lake.delivery import Deliverer, deliver_all
 from lake.keys import KeyRing, PublicKey, fingerprint, pkcs1_der
 from lake.lake import Lake
-from lake.log import Log, apply_commit, encode_commit
+from lake.log import Log, apply_commit, encode_commit, sha256_hex
 from lake.storage import Storage
 from lake.trails import TrailCatalog, map_bucket
 from lake.verify import verify
@@ -369,3 +369,40 @@ def test_unusable_key_store_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(LakeError) as e:
         lake.create_store("store-one")
     assert "LAKE_KEY_DIR" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_delivery_refuses_a_commit_the_key_store_did_not_sign(tmp_path, keydir):
+    """A lake writer appends a well-formed commit (correct chain link, checksum and segment hash) holding
+    forged events: delivery must not put them into log files covered by signed digests."""
+    lake = Lake(str(tmp_path / "lake"), region=REGION, account_id=A)
+    map_bucket(lake, "trail-bucket", str(tmp_path / "bucket"))
+    st = lake.create_store("store-one")
+    cat = TrailCatalog(lake)
+    t = cat.set_logging(cat.create("main", "trail-bucket", owner=A, region=REGION, validation=True), True)
+    st.append([ev("alice", 0) for _ in range(3)], source="import")
+    assert Deliverer(lake, t).run_once().events == 3
+
+    # the forgery: a segment of "mallory" events and commit N+1 that adds it, chained and checksummed
+    snap = st.log.load()
+    good = snap.entries()[0]
+    original = lake.storage.read(f"{st.prefix}/{good['path']}")
+    _mallory(lake, st.prefix, good["path"])
+    forged_bytes = lake.storage.read(f"{st.prefix}/{good['path']}")
+    lake.storage.write(f"{st.prefix}/{good['path']}", original)
+    txn = uuid.uuid4().hex
+    path = good["path"].rsplit("/", 1)[0] + f"/part-{txn}-00000.parquet"
+    lake.storage.create(f"{st.prefix}/{path}", forged_bytes)
+    last = orjson.loads(st.log.read_commit(snap.version)[1])
+    entry = {**last["add"][0], "path": path, "sha256": sha256_hex(forged_bytes), "bytes": len(forged_bytes)}
+    body = {"version": snap.version + 1, "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "operation": last["operation"], "txn": txn, "prev": snap.head_hash, "add": [entry], "remove": [],
+            "info": {}}
+    lake.storage.create(st.log.commit_path(snap.version + 1), encode_commit(body))
+
+    with pytest.raises(getattr(delivery, "SegmentIntegrityError", LookupError)) as e:
+        Deliverer(lake, t).run_once()
+    assert "carries no signature by this lake's key store" in str(e.value)
+    bucket = Storage(str(tmp_path / "bucket"))
+    for f in bucket.list(""):
+        if f.path.endswith(".json.gz") and "Digest" not in f.path:
+            assert b"mallory" not in gzip.decompress(bucket.read(f.path))
