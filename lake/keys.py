@@ -22,6 +22,9 @@ Directories are 0700, files 0600, created that way from their first byte.
     <keydir>/<region>/<fingerprint>.json   its public half and validity window: only these are published
     <keydir>/_heads/<fingerprint>.pem      Ed25519 chain-head key (PKCS#8 PEM), and `.pub.pem` beside it
     <keydir>/_heads/stores/<store id>.json newest chain head this key store signed for a store
+    <keydir>/_heads/legacy.json            each store's newest commit when the first head key was made: the
+                                           commits delivery accepts without a signature
+    <keydir>/_heads/*.pub.pem              also other writers' head keys, trusted like its own
 
 The lake receives copies of the public halves, for readers without access to the key store (and to show
 what was published): `_keys/<region>/<fingerprint>.json`, `_keys/_heads/<fingerprint>.pub.pem`. Nothing
