@@ -584,8 +584,10 @@ class KeyRing:
             rec = orjson.loads(read(f"stores/{store_id}/{HEADS_DIR}/{version:020d}-{digest}.json"))
         except (FileNotFoundError, orjson.JSONDecodeError):
             return False
-        if self._trusted_heads is None:
-            self._trusted_heads = self.head_public_keys()
+        if not isinstance(rec, dict):
+            return False
+        if self._trusted_heads is None or rec.get("fingerprint") not in self._trusted_heads:
+            self._trusted_heads = self.head_public_keys()  # a key added since (another process, an operator)
         return isinstance(rec, dict) and rec.get("store") == store_id and rec.get("version") == version and \
             rec.get("hash") == digest and verify_head(rec, self._trusted_heads)
 
