@@ -530,6 +530,24 @@ def test_no_bucket_inside_the_lake(world):
     world.alice.delete_trail(Name="a-reserved")
 
 
+def test_delivery_stops_when_the_bucket_is_reserved_for_another_account(world):
+    """A bucket reserved for A after B's trail was made for it (the mapping changed): B's next delivery writes
+    nothing there and records the error."""
+    from lake.delivery import Deliverer
+
+    lk = world.lake
+    cat = TrailCatalog(lk)
+    map_bucket(lk, "later-a", str(world.base / "buckets" / "later-a"))
+    t = cat.set_logging(cat.create("bob-later", "later-a", owner=B, region=REGION), True)
+    lk.storage.write("_catalog/buckets/later-a.json", json.dumps(
+        {"Bucket": "later-a", "Uri": str(world.base / "buckets" / "later-a"), "Account": A}).encode())
+    lk.store(world.bob_store).append([record(B, secret="bob-later")], source="import")
+    with pytest.raises(Exception) as e:
+        Deliverer(lk, t).run_once()
+    assert "bucket" in str(e.value)
+    assert not any(f.endswith(".json.gz") for _, _, fs in os.walk(world.base / "buckets" / "later-a") for f in fs)
+
+
 # ---- the allow-list option -----------------------------------------------------------------------------------
 
 def test_import_root_option_parsing(tmp_path):
