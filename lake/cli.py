@@ -365,8 +365,7 @@ def verify_cmd(obj: Ctx, ref: str | None, trusted_key: str | None, expect_heads:
     with progress_bar("verifying segments") as update:
         result = verify(obj.lake, ref, progress=update, trusted_key=trusted_key, expect_heads=list(expect_heads))
     rows = [{"store": s["store"], "ok": s["ok"], "version": s["version"], "segments": s["segments"],
-             "events": s["events"], "distinct_events": s["distinct_events"], "findings": len(s["findings"]),
-             "anchor": s["anchor"]}
+             "events": s["events"], "distinct_events": s["distinct_events"], "findings": len(s["findings"])}
             for s in result["stores"]]
     emit(result, obj.fmt, rows=rows, title="verification")
     if obj.fmt != "json":
@@ -380,7 +379,7 @@ def verify_cmd(obj: Ctx, ref: str | None, trusted_key: str | None, expect_heads:
         for s in result["stores"]:
             if s["head"]:
                 err_console.print(f"head {escape(s['store'])}={s['head']} (record it elsewhere; check later with "
-                                  f"--expect-head)", highlight=False)
+                                  f"--expect-head); checked against: {escape(s['anchor'])}", highlight=False)
         unanchored = [s["store"] for s in result["stores"] if s["anchor"] == "none"]
         if result["ok"] and unanchored:
             err_console.print("[yellow]note[/yellow]: no anchor outside the lake was checked for "
