@@ -327,13 +327,17 @@ def _rebuild(reply: dict) -> BaseException:
 # ---- the worker's side ---------------------------------------------------------------------------------
 
 def _die_with_parent() -> None:
-    """PR_SET_PDEATHSIG: the kernel kills the worker when its parent dies, so none outlives a killed server."""
-    try:
-        import ctypes
+    """Exit as soon as the parent is gone (a killed server must not leave workers computing). Not
+    PR_SET_PDEATHSIG: that fires when the parent *thread* that started the worker ends, and workers are
+    started by short-lived threads (prewarm)."""
+    parent = os.getppid()
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="lake-query-parent-watch", daemon=True).start()
 
 
 def _serve() -> None:
