@@ -99,6 +99,10 @@ class Storage:
 
     # -- paths ----------------------------------------------------------------------------------------
     def full(self, path: str) -> str:
+        # Every key stays under the root whatever built it (a trail's prefix, a partition value, an id): a `..`
+        # segment is refused here as the last line of defence (issue 15: no write leaves its destination).
+        if ".." in path.split("/"):
+            raise ValueError(f"storage key {path[:300]!r} has a '..' segment: it would leave {self.uri}")
         return posixpath.join(self.root, path) if not self.local else os.path.join(self.root, *path.split("/"))
 
     def uri_of(self, path: str) -> str:

@@ -548,6 +548,19 @@ def test_delivery_stops_when_the_bucket_is_reserved_for_another_account(world):
     assert not any(f.endswith(".json.gz") for _, _, fs in os.walk(world.base / "buckets" / "later-a") for f in fs)
 
 
+def test_storage_keys_never_leave_the_root(tmp_path):
+    """The last line of defence under every writer: a key with a `..` segment is refused by Storage itself."""
+    from lake.storage import Storage
+
+    st = Storage(str(tmp_path / "dest"))
+    for key in ("../escape", "a/../../escape", ".."):
+        with pytest.raises(ValueError):
+            st.write(key, b"x")
+    assert not (tmp_path / "escape").exists()
+    st.write("a/b", b"x")
+    assert st.read("a/b") == b"x"
+
+
 # ---- the allow-list option -----------------------------------------------------------------------------------
 
 def test_import_root_option_parsing(tmp_path):
