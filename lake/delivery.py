@@ -408,9 +408,10 @@ class Deliverer:
             return
         if not ring.commit_is_signed(store_id, version, raw, self.storage.read):
             raise SegmentIntegrityError(
-                f"commit {version} of store {store_id} carries no signature by this lake's key store: it was "
-                "added or changed outside the lake process; delivery stopped, nothing signed; run "
-                "`lake verify --trusted-key`")
+                f"commit {version} of store {store_id} carries no signature by this lake's key store "
+                f"({ring.key_dir}): it was added or changed outside the lake process, or written by a process "
+                "with another key store (share LAKE_KEY_DIR, or copy its `lake keys export` into that "
+                "directory's _heads/); delivery stopped, nothing signed")
 
     def _footer(self, store_id: str, path: str, version: int, index: int) -> list[int]:
         """Uncompressed eventjson bytes of each row group of a segment (the batch budget's unit)."""

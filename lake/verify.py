@@ -244,7 +244,8 @@ def _check_anchors(storage, prefix: str, store_id: str, report: StoreReport, has
         if strict and head_v >= 0 and head_v not in matched:
             add(Finding("chain", f"{prefix}/_log/{head_v:020d}.json",
                         f"the newest commit {head_v} carries no signature by a trusted key (newest signed: "
-                        f"{report.signed_version}): commits after it were added or rewritten without the key"))
+                        f"{report.signed_version}): commits after it were added or rewritten without the key "
+                        "(or by a process with another key store: see docs/security.md, several writers)"))
     for ref in (None, store_id, report.store):
         for v, h in anchors.expect.get(ref, []):
             checked.append("expected head")
