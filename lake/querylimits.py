@@ -238,20 +238,34 @@ class Worker:
 
 
 _IDLE: list[Worker] = []
-_IDLE_LOCK = threading.Lock()
+_IDLE_LOCK = threading.Condition()
+_STARTING = 0  # prewarmed workers still importing
+_WAITING = 0   # callers waiting for one of them
 MAX_IDLE = 2
 
 
 def _take() -> Worker:
-    """An idle worker, else a new one; when the last idle one is taken a spare starts in the background, so
-    a query rarely waits for a worker's imports (~1 s)."""
+    """An idle worker, else one that is starting in the background, else a new one. When the last idle one
+    is taken a spare starts in the background, so a query rarely waits for a worker's imports (~1 s), and
+    never starts a second worker while one it could use is already starting (two at once on a small
+    machine take twice as long)."""
+    global _WAITING
     with _IDLE_LOCK:
-        while _IDLE:
-            w = _IDLE.pop()
-            if w.alive():
-                if not _IDLE:
-                    prewarm()
-                return w
+        while True:
+            while _IDLE:
+                w = _IDLE.pop()
+                if w.alive():
+                    if not _IDLE and not _STARTING:
+                        _prewarm_locked()
+                    return w
+                w.kill()
+            if _STARTING <= _WAITING:
+                break
+            _WAITING += 1
+            try:
+                _IDLE_LOCK.wait(1.0)
+            finally:
+                _WAITING -= 1
     return Worker()
 
 
@@ -261,21 +275,41 @@ def _give_back(w: Worker) -> None:
     except (OSError, ValueError, IndexError):
         fresh = False
     with _IDLE_LOCK:
-        if fresh and len(_IDLE) < MAX_IDLE:
+        if fresh and len(_IDLE) < MAX_IDLE + _WAITING:
             _IDLE.append(w)
+            _IDLE_LOCK.notify_all()
             return
     w.kill()
 
 
-def prewarm() -> None:
-    """Start one worker in the background so the first query does not wait for its imports."""
+def _prewarm_locked() -> None:
+    global _STARTING
+    _STARTING += 1
+
     def start() -> None:
+        global _STARTING
+        w = None
         try:
             w = Worker()
-        except Exception:  # noqa: BLE001 - the first query will start one and report a failure itself
-            return
-        _give_back(w)
+        except Exception:  # noqa: BLE001 - a query that needs one starts its own and reports a failure itself
+            pass
+        finally:
+            with _IDLE_LOCK:  # handed over in the same step, so a waiter never sees neither
+                _STARTING -= 1
+                if w is not None and w.alive() and len(_IDLE) < MAX_IDLE + _WAITING:
+                    _IDLE.append(w)
+                    w = None
+                _IDLE_LOCK.notify_all()
+        if w is not None:
+            w.kill()
     threading.Thread(target=start, name="lake-query-prewarm", daemon=True).start()
+
+
+def prewarm() -> None:
+    """Start one worker in the background so the first query does not wait for its imports."""
+    with _IDLE_LOCK:
+        if not _IDLE and not _STARTING:
+            _prewarm_locked()
 
 
 def shutdown() -> None:
