@@ -222,16 +222,22 @@ class Storage:
         return self.fs.open(full, "wb")
 
     def _open_new(self, full: str, flag: int) -> IO[bytes]:
-        """A local file opened for writing with the lake's file mode from its first byte (os.open's mode;
-        then fchmod, because the umask may have removed bits the operator asked for)."""
-        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flag, self.file_mode)
-        try:
-            if stat.S_IMODE(os.fstat(fd).st_mode) != self.file_mode:
-                os.fchmod(fd, self.file_mode)
-            return os.fdopen(fd, "wb")
-        except BaseException:
-            os.close(fd)
-            raise
+        """A local file opened for writing with the lake's file mode from its first byte (the opener's
+        os.open mode; then fchmod, because the umask may have removed bits the operator asked for). Built on
+        the `open` builtin so that crash-injection tests can wrap it (tests/test_concurrency.py)."""
+        mode = self.file_mode
+
+        def opener(path: str, flags: int) -> int:
+            fd = os.open(path, flags | flag | os.O_CLOEXEC, mode)
+            try:
+                if stat.S_IMODE(os.fstat(fd).st_mode) != mode:
+                    os.fchmod(fd, mode)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+
+        return open(full, "wb", opener=opener)
 
     def _makedirs(self, full: str) -> None:
         """os.makedirs, but every directory it creates gets the lake's directory mode (os.makedirs applies
