@@ -1078,6 +1078,53 @@ error:
     return NULL;
 }
 
+/* split_more(text, state, final): the next records of a `{"Records":[...]}` file read piece by piece, so that
+ * a large file is split while it is decompressed, without ever holding its whole text. `text` starts where
+ * the previous call stopped (its unconsumed bytes, then the next piece), inside the Records array; `state` is
+ * 0 before the first element, 1 after an element, 2 between a comma and the next element. Returns
+ * (records, consumed bytes, state, done) or None when the text is not that layout or not valid JSON there
+ * (the caller then splits the whole text the usual way, for the exact error). `final`: no more text follows. */
+static PyObject *split_more(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer view;
+    int state, final, done = 0, odd = 0;
+    if (!PyArg_ParseTuple(args, "y*ip:split_more", &view, &state, &final)) return NULL;
+    const char *start = view.buf, *p = start, *end = start + view.len;
+    PyObject *list = PyList_New(0);
+    if (!list) { PyBuffer_Release(&view); return NULL; }
+    for (;;) {
+        const char *q = ws(p, end);
+        if (q >= end) break; /* need more text */
+        if (state == 1 && *q == ',') { p = q + 1; state = 2; continue; }
+        if (state != 2 && *q == ']') { /* the end of Records: only `}` and whitespace may follow */
+            q = ws(q + 1, end);
+            if (q >= end) { if (final) goto decline; break; }
+            if (*q != '}') goto decline;
+            q = ws(q + 1, end);
+            if (q != end) goto decline;
+            p = q;
+            done = 1;
+            break;
+        }
+        if (state == 1) goto decline;
+        const char *s = q;
+        if (copy_value(&q, end, NULL, 0, &odd)) { if (final) goto decline; break; }
+        if (q == end && !final) break; /* a value ending exactly here (a number) may go on */
+        PyObject *rec = record_bytes(s, q);
+        if (!rec || PyList_Append(list, rec)) { Py_XDECREF(rec); Py_DECREF(list); PyBuffer_Release(&view); return NULL; }
+        Py_DECREF(rec);
+        p = q;
+        state = 1;
+    }
+    if (final && !done) goto decline;
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(Nnii)", list, (Py_ssize_t)(p - start), state, done);
+decline:
+    Py_DECREF(list);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
 /* ---- duplicate keys ------------------------------------------------------------------------------ */
 
 /* Readers disagree on a JSON object that names a key twice (orjson, msgspec and the columns keep the last
@@ -1227,6 +1274,7 @@ static PyMethodDef methods[] = {
     {"decode", (PyCFunction)(void (*)(void))decode, METH_VARARGS | METH_KEYWORDS,
      "decode(records, spec, canon, *, lenient, check, max_bytes, order, texts) -> column buffers, or None"},
     {"split", split, METH_O, "split(log file JSON) -> list of record bytes, or None"},
+    {"split_more", split_more, METH_VARARGS, "split_more(text, state, final) -> (records, consumed, state, done) or None"},
     {"duplicate_keys", duplicate_keys, METH_O, "duplicate_keys(records) -> [(index, key)] of records naming a key twice"},
     {NULL, NULL, 0, NULL},
 };

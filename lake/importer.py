@@ -104,11 +104,75 @@ def split_raw(data: bytes, name: str, max_bytes: int | None = None) -> list[byte
     `trailfiles.ObjectTooLarge`."""
     from .trailfiles import decode_bytes, zip_members
 
+    if data[:2] == b"\x1f\x8b" and len(data) >= STREAM_SPLIT_BYTES:
+        recs = _split_streamed(data, name, limits.MAX_OBJECT_BYTES if max_bytes is None else max_bytes)
+        if recs is not None:
+            return recs
     if data[:4] == b"PK\x03\x04":
         return [r for member, body in zip_members(data, name, max_bytes) for r in split_raw(body, member, max_bytes)]
     data = decode_bytes(data, name, max_bytes)
     recs = recordscan.split(data)
     return recs if recs is not None else [compact_json(r) for r in _split_python(data, name)]
+
+
+STREAM_SPLIT_BYTES = 256 << 10  # gzip objects this big (compressed) are split while they are inflated
+STREAM_PIECE = 4 << 20  # inflated bytes per step of that split
+_RECORDS_HEAD = re.compile(rb'\s*\{\s*"Records"\s*:\s*\[')
+
+
+def _split_streamed(data: bytes, name: str, max_bytes: int) -> list[bytes] | None:
+    """The records of a gzip `{"Records":[...]}` log file (CloudTrail's own layout), split while the file is
+    inflated STREAM_PIECE bytes at a time: its whole text is never held, only the records (which the usual
+    path keeps as well), so a large object costs about half the memory, and the cap applies as it inflates.
+    None when the C scanner is not built or the file is anything else (another layout, several gzip members,
+    damage): the caller then takes the usual path, which also reports exactly what is wrong."""
+    if not recordscan.available():
+        return None
+    from . import _recordscan
+    from .trailfiles import ObjectTooLarge, _fast_zlib
+
+    out: list[bytes] = []
+    total, state, tail, head, done = 0, 0, b"", True, False
+    d = _fast_zlib.decompressobj(31)
+    rest = data
+    try:
+        while True:
+            piece = d.decompress(rest, STREAM_PIECE)
+            rest = d.unconsumed_tail
+            if not piece and not rest and not d.eof:  # output still pending inside zlib (a long match)
+                piece = d.decompress(b"", STREAM_PIECE)
+            total += len(piece)
+            if total > max_bytes:
+                raise ObjectTooLarge(name, max_bytes)
+            final = d.eof
+            if (final and d.unused_data) or (not final and not piece and not rest):
+                return None  # several members, or a stream that ends early
+            text = tail + piece if tail else piece
+            if head:
+                m = _RECORDS_HEAD.match(text)
+                if m is None:
+                    if len(text) < 64 and not final:
+                        tail = text
+                        continue
+                    return None
+                text, head = text[m.end():], False
+            if done:  # past the closing `]}`: only whitespace may follow
+                if text.strip():
+                    return None
+                if final:
+                    return out
+                tail = b""
+                continue
+            got = _recordscan.split_more(text, state, final)
+            if got is None:
+                return None
+            recs, used, state, done = got
+            out.extend(recs)
+            tail = text[used:]
+            if final:
+                return out if done else None
+    except _fast_zlib.error:
+        return None
 
 
 def _split_python(data: bytes, name: str) -> list[bytes]:

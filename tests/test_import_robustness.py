@@ -495,3 +495,61 @@ def test_server_import_decodes_in_a_worker_process(server, cloudtrail_client, s3
         time.sleep(0.1)
     assert d["ImportStatus"] == "COMPLETED", d
     assert d["ImportStatistics"]["EventsCompleted"] == 3
+
+
+def _big_log(path: Path, records: int) -> int:
+    """A gzip trail log of `records` ~1 KB records, written piece by piece; returns its inflated size."""
+    size = 0
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        for part in (b'{"Records":[', *(
+                (b"," if i else b"") + json.dumps(rec(i, requestParameters={"pad": f"{i:08d}" * 110})).encode()
+                for i in range(records)), b"]}"):
+            f.write(part)
+            size += len(part)
+    return size
+
+
+def test_large_gzip_objects_are_split_while_inflated(tmp_path):
+    """A large object's records are split piece by piece as it inflates: the whole text is never held, so the
+    peak is about the records themselves (the old path held the text and the records: twice that)."""
+    from lake.importer import split_raw
+
+    path = tmp_path / "big.json.gz"
+    size = _big_log(path, 40_000)
+    data = path.read_bytes()
+    tracemalloc.start()
+    try:
+        recs = split_raw(data, "big.json.gz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(recs) == 40_000 and json.loads(recs[-1])["eventID"] == "id-39999"
+    held = sum(map(len, recs)) + 40_000 * 33  # the records' bytes plus their object headers
+    assert held > 0.9 * size
+    assert peak < 1.5 * held, (peak, held)  # the usual split peaked at ~2.0x
+
+
+def test_streamed_split_gives_the_records_of_the_usual_split(tmp_path, monkeypatch):
+    from lake import importer
+    from lake.generate import generate
+
+    files = generate(str(tmp_path / "gen"), events=3_000, days=1, seed=5)
+    odd = [b' {\n "Records" : [\n {"a": 1,\n "b": [1, 2]}, {"c": 12345}\n ]\n}\n', b'{"Records":[]}',
+           b'{"Records":[{"a":"]}"}, 7]}' + b" " * 3000, b'{"Records":[{"a":1}],"x":1}', b'{"Records":[{"a":1},]}']
+    blobs = [Path(f).read_bytes() for f in files] + [gzip.compress(o) for o in odd]
+
+    def split_all() -> list:
+        out = []
+        for n, b in enumerate(blobs):
+            try:
+                out.append(importer.split_raw(b, f"f{n}"))
+            except ValueError as e:
+                out.append(str(e))
+        return out
+
+    monkeypatch.setattr(importer, "STREAM_SPLIT_BYTES", 1 << 40)
+    usual = split_all()
+    monkeypatch.setattr(importer, "STREAM_SPLIT_BYTES", 0)
+    for piece in (1, 5, 4096):
+        monkeypatch.setattr(importer, "STREAM_PIECE", piece)
+        assert split_all() == usual, piece
