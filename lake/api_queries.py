@@ -48,7 +48,7 @@ from .api_stores import resolve_store
 from .apicore import ApiContext, ApiError, operation
 from .errors import LakeError, NotFound, QueryCancelled, ReadOnlyError, SqlError
 from .log import now_iso, parse_iso
-from .querylimits import QueryLimits, ScopedLake
+from .querylimits import QueryLimits, ScopedLake, prewarm
 from .sqlparse import deep, parse, qualify_tree, resolve_tables
 from .store import PENDING_DELETION, Store
 
@@ -102,6 +102,7 @@ class QueryManager:
         limits = limits or QueryLimits.from_env(max_running, timeout=timeout_s)
         self.timeout_s: float | None = timeout_s if timeout_s is not None else limits.timeout_s
         self.limits = replace(limits, timeout_s=None)
+        prewarm()  # the first query need not wait for a worker's imports
         self.instance = uuid.uuid4().hex
         self.pool = ThreadPoolExecutor(max_workers=max_running, thread_name_prefix="lake-query")
         self.records: dict[str, dict] = {}

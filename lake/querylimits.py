@@ -200,7 +200,11 @@ class Worker:
         out = self.proc.stdout
         assert out is not None
         deadline = time.monotonic() + limits.timeout_s if limits.timeout_s else None
-        ceiling = self.idle_rss + limits.memory_bytes if limits.memory_bytes else None
+        try:  # the budget is the query's own growth: what a reused worker kept from before is not counted
+            base = rss(self.proc.pid)
+        except (OSError, ValueError, IndexError):
+            base = self.idle_rss
+        ceiling = base + limits.memory_bytes if limits.memory_bytes else None
         self.peak = 0
         while True:
             ready, _, _ = select.select([out], [], [], SAMPLE_S)
@@ -227,7 +231,7 @@ class Worker:
                     e = QueryLimitExceeded(
                         f"the query needed more than its memory limit of {_mb(limits.memory_bytes)}: "
                         "narrow it (WHERE, LIMIT, fewer joined rows) or raise the limit (--query-memory)")
-                    e.peak_rss, e.idle_rss = self.peak, self.idle_rss  # type: ignore[attr-defined]
+                    e.peak_rss, e.idle_rss = self.peak, base  # type: ignore[attr-defined]
                     raise e
 
     def _died(self) -> SqlError:

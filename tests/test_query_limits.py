@@ -234,7 +234,7 @@ def test_ctrl_c_stops_the_running_query_in_lake_sql(tmp_path):
         with _Watch(proc.pid, ceiling=3 * 2**30) as w:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:  # until the shell waits (idle) while a worker computes
-                if _cpu(proc.pid, 0.3) < 0.2 and any(_cpu(p, 0.3) > 0.5 for p in _tree(proc.pid)[1:]):
+                if _cpu(proc.pid, 0.3) < 0.2 and any(_cpu(p, 0.3) > 0.3 for p in _tree(proc.pid)[1:]):
                     break
             workers = _tree(proc.pid)[1:]
             proc.send_signal(signal.SIGINT)
@@ -248,7 +248,7 @@ def test_ctrl_c_stops_the_running_query_in_lake_sql(tmp_path):
     assert not w.killed
     assert proc.returncode == 130, (proc.returncode, err)
     assert "cancelled" in err and "Traceback" not in err and "background" not in err, err
-    assert took < 3, took
+    assert took < 4, took  # the old shell waited 5 s (and then left the query running)
     time.sleep(0.3)
     alive = [p for p in workers if os.path.exists(f"/proc/{p}") and _cpu(p, 0.3) > 0.1]
     assert not alive, "the query worker kept running after Ctrl-C"
