@@ -295,6 +295,24 @@ def _shrink_in_order(record: dict, limit: int) -> tuple[dict, list[str]]:
 
 # ---- bounds on what a record or a log object may claim (docs/security.md, "Limits and defaults") ----------
 
+def _env_number(name: str, default: float) -> float:
+    """A positive number from the environment; an unusable value is reported once and the default used
+    (a typo in an operator's setting must not make every command fail with a traceback at import)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+        if value > 0:
+            return value
+    except ValueError:
+        pass
+    import sys
+
+    print(f"lake: ignoring {name}={raw!r} (not a positive number); using {default:,}", file=sys.stderr)
+    return default
+
+
 #: The earliest eventTime stored. CloudTrail began in 2013; anything before the Unix epoch is a damaged or
 #: forged record, and dates before year 1 (or after 9999) cannot even be written as a partition date.
 EARLIEST_EVENT_TIME: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -303,12 +321,12 @@ EARLIEST_EVENT_TIME: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: NTP-synced clock, so a real event is never in the future; one day leaves room for skewed clocks of
 #: PutAuditEvents callers. AWS documents no bound; without one a year-9999 event never expires under any
 #: retention period. `LAKE_MAX_FUTURE_EVENT_DAYS` changes it.
-MAX_FUTURE_EVENT_TIME: Final = timedelta(days=float(os.environ.get("LAKE_MAX_FUTURE_EVENT_DAYS", "1")))
+MAX_FUTURE_EVENT_TIME: Final = timedelta(days=_env_number("LAKE_MAX_FUTURE_EVENT_DAYS", 1))
 
 #: Decompressed bytes one import object (gzip file, or all members of a zip archive) may expand to. Real
 #: trail log files are a few MB to a few tens of MB uncompressed; the cap stops a gzip bomb (3 MB of zeros is
 #: 3 GB) before the memory is spent. `LAKE_IMPORT_MAX_OBJECT_BYTES` changes it.
-MAX_OBJECT_BYTES: Final = int(os.environ.get("LAKE_IMPORT_MAX_OBJECT_BYTES", str(256 << 20)))
+MAX_OBJECT_BYTES: Final = int(_env_number("LAKE_IMPORT_MAX_OBJECT_BYTES", 256 << 20))
 
 
 def latest_event_time(now: datetime | None = None) -> datetime:
