@@ -141,12 +141,31 @@ def _mb(n: int) -> str:
 
 # ---- the parent's side ---------------------------------------------------------------------------------
 
+# The worker's first lines: watch the parent before the ~1 s of imports (a worker whose parent died exits
+# within 0.2 s even while importing; PR_SET_PDEATHSIG would fire when the *thread* that started it ends,
+# and workers are started by short-lived threads), and import this very copy of Lake, not whatever `lake`
+# the working directory holds.
+_BOOT = """\
+import os, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(0)
+threading.Thread(target=watch, name="lake-query-parent-watch", daemon=True).start()
+sys.path.insert(0, sys.argv[1])
+from lake.querylimits import _serve
+_serve()
+"""
+_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 class Worker:
-    """One query worker process (`python -m lake.querylimits`), spoken to over its stdin/stdout."""
+    """One query worker process (`_BOOT`, then `_serve`), spoken to over its stdin/stdout."""
 
     def __init__(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "lake.querylimits"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-c", _BOOT, _SOURCE_ROOT], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
                                      start_new_session=True)  # Ctrl-C in a terminal reaches the parent only
         hello = self._read(timeout=60.0)
@@ -364,23 +383,8 @@ def _rebuild(reply: dict) -> BaseException:
 
 # ---- the worker's side ---------------------------------------------------------------------------------
 
-def _die_with_parent() -> None:
-    """Exit as soon as the parent is gone (a killed server must not leave workers computing). Not
-    PR_SET_PDEATHSIG: that fires when the parent *thread* that started the worker ends, and workers are
-    started by short-lived threads (prewarm)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.2)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="lake-query-parent-watch", daemon=True).start()
-
-
 def _serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
     # the protocol owns the real stdout; anything a library prints goes to stderr instead
     proto_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -414,10 +418,6 @@ def _serve() -> None:
             text = str(getattr(e, "message", None) or e).strip()
             send({"ok": False, "type": type(e).__name__, "message": text.splitlines()[0] if text else type(e).__name__,
                   "line": getattr(e, "line", None), "col": getattr(e, "col", None)})
-
-
-if __name__ == "__main__":
-    _serve()
 
 
 __all__ = ["ScopedLake", "QueryLimits", "QueryLimitExceeded", "run_isolated", "prewarm", "shutdown",
