@@ -146,7 +146,7 @@ def _refuse_writes(statements: list[exp.Expression | None]) -> exp.Query:
 # recurses, and runs the recursive steps in a thread with a DEEP_STACK_BYTES stack and a recursion limit of
 # DEEP_RECURSION frames, enough for that depth. Beyond it the query is refused with one line.
 MAX_NESTING = 1000
-DEEP_STACK_BYTES = 512 * 2**20
+DEEP_STACK_BYTES = 256 * 2**20  # virtual; 1,000 levels ran in 64 MB
 DEEP_RECURSION = 60_000
 _STACK_LOCK = threading.Lock()
 T = TypeVar("T")

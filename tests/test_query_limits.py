@@ -258,9 +258,9 @@ def test_generated_sizes_are_refused_upfront(tmp_path):
     """lpad/rpad past 1 MiB characters and repeat/sequence past 10,000 entries: one line while translating,
     before anything is built (the old code built the 2 GB padding literal first)."""
     lk, sid = _lake(tmp_path / "lake", 100)
-    # In a subprocess capped at 2 GB of address space: the old code's 2 GB padding literal dies there.
+    # In a subprocess capped at 5 GB of address space: the old code dies there building its 2 GB padding twice.
     code = ("import resource, sys, lake\n"
-            "resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (5 * 2**30, 5 * 2**30))\n"
             f"lk = lake.connect({str(tmp_path / 'lake')!r}, account_id={ACCOUNT_A!r})\n"
             "for sql in sys.argv[1:]:\n"
             "    try:\n"
