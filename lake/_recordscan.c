@@ -34,7 +34,7 @@
 #endif
 
 enum { K_STRUCT = 0, K_STRING = 1, K_BOOL = 2, K_MAP = 3, K_LIST = 4, K_TIME = 5 };
-enum { OK = 0, UNSUPPORTED = 1, NOMEM = 2 };
+enum { OK = 0, UNSUPPORTED = 1, NOMEM = 2, TOO_DEEP = 3 }; /* TOO_DEEP: nested past 256 levels */
 
 #define MAX_DEPTH 64     /* nested values deeper than this go through `canon` */
 #define MAX_KEYS 32      /* nested objects with more keys go through `canon` (duplicate check) */
@@ -387,7 +387,7 @@ static int copy_value(const char **pp, const char *end, Buf *out, int depth, int
         if (out && buf_put(out, s, p - s)) return NOMEM;
     } else if (c == '{' || c == '[') {
         if (depth >= MAX_DEPTH) *odd |= 1;
-        if (depth >= 256) return UNSUPPORTED;
+        if (depth >= 256) return TOO_DEEP;
         const char *ks[MAX_KEYS];
         Py_ssize_t kl[MAX_KEYS];
         int nk = 0;
@@ -1049,8 +1049,14 @@ static PyObject *split(PyObject *self, PyObject *arg) {
             else {
                 for (;;) {
                     const char *s = p;
-                    if (copy_value(&p, end, NULL, 0, &odd)) goto decline;
-                    PyObject *rec = record_bytes(s, p);
+                    int cr = copy_value(&p, end, NULL, 0, &odd);
+                    PyObject *rec;
+                    if (cr == TOO_DEEP) { /* its own failure, not the file's: kept raw for the converter to reject */
+                        p = skip_lenient(s, end);
+                        if (!p) goto decline;
+                        rec = PyBytes_FromStringAndSize(s, p - s);
+                    } else if (cr) goto decline;
+                    else rec = record_bytes(s, p);
                     if (!rec || PyList_Append(list, rec)) { Py_XDECREF(rec); goto error; }
                     Py_DECREF(rec);
                     p = ws(p, end);
@@ -1108,9 +1114,20 @@ static PyObject *split_more(PyObject *self, PyObject *args) {
         }
         if (state == 1) goto decline;
         const char *s = q;
-        if (copy_value(&q, end, NULL, 0, &odd)) { if (final) goto decline; break; }
-        if (q == end && !final) break; /* a value ending exactly here (a number) may go on */
-        PyObject *rec = record_bytes(s, q);
+        int cr = copy_value(&q, end, NULL, 0, &odd);
+        PyObject *rec;
+        if (cr == TOO_DEEP) { /* kept raw, as split() does */
+            q = skip_lenient(s, end);
+            if (!q) { if (final) goto decline; break; }
+            if (q == end && !final) break;
+            rec = PyBytes_FromStringAndSize(s, q - s);
+        } else if (cr) {
+            if (final) goto decline;
+            break;
+        } else {
+            if (q == end && !final) break; /* a value ending exactly here (a number) may go on */
+            rec = record_bytes(s, q);
+        }
         if (!rec || PyList_Append(list, rec)) { Py_XDECREF(rec); Py_DECREF(list); PyBuffer_Release(&view); return NULL; }
         Py_DECREF(rec);
         p = q;
@@ -1123,6 +1140,48 @@ decline:
     Py_DECREF(list);
     PyBuffer_Release(&view);
     Py_RETURN_NONE;
+}
+
+/* depth_over(records, limit): indexes of the records (bytes) nested deeper than `limit` levels, found without
+ * recursion. Python-level JSON readers (msgspec, the json module) recurse once per level, bounded only by
+ * Python's recursion limit, which a process may raise (Lake's SQL parser does, for deep queries): a record
+ * nested 100,000 deep then overflowed a thread's C stack. Such records are refused before those readers. */
+static PyObject *depth_over(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *records;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "O!n:depth_over", &PyList_Type, &records, &limit)) return NULL;
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
+        PyObject *rec = PyList_GET_ITEM(records, i);
+        if (!PyBytes_Check(rec)) continue;
+        const char *p = PyBytes_AS_STRING(rec), *end = p + PyBytes_GET_SIZE(rec);
+        Py_ssize_t depth = 0;
+        int over = 0;
+        while (p < end && !over) {
+            char c = *p;
+            if (c == '"') {
+                p++;
+                for (;;) {
+                    p = string_run(p, end);
+                    if (p >= end) break;
+                    if (*p == '"') { p++; break; }
+                    p += *p == '\\' ? 2 : 1;
+                }
+                continue;
+            }
+            if (c == '{' || c == '[') { if (++depth > limit) over = 1; }
+            else if (c == '}' || c == ']') depth--;
+            p++;
+        }
+        if (over) {
+            PyObject *n = PyLong_FromSsize_t(i);
+            if (!n || PyList_Append(out, n)) { Py_XDECREF(n); Py_DECREF(out); return NULL; }
+            Py_DECREF(n);
+        }
+    }
+    return out;
 }
 
 /* ---- duplicate keys ------------------------------------------------------------------------------ */
@@ -1275,6 +1334,7 @@ static PyMethodDef methods[] = {
      "decode(records, spec, canon, *, lenient, check, max_bytes, order, texts) -> column buffers, or None"},
     {"split", split, METH_O, "split(log file JSON) -> list of record bytes, or None"},
     {"split_more", split_more, METH_VARARGS, "split_more(text, state, final) -> (records, consumed, state, done) or None"},
+    {"depth_over", depth_over, METH_VARARGS, "depth_over(records, limit) -> indexes of records nested deeper"},
     {"duplicate_keys", duplicate_keys, METH_O, "duplicate_keys(records) -> [(index, key)] of records naming a key twice"},
     {NULL, NULL, 0, NULL},
 };

@@ -191,14 +191,18 @@ def convert(records: Iterable[Any], *, size_mode: str = limits.STANDARD, locatio
     truncated = 0
     records = records if isinstance(records, list) else list(records)
     dup_at: dict[int, str] = {}
-    if not _dups_checked:
-        at = [i for i, r in enumerate(records) if isinstance(r, (bytes, bytearray, memoryview, str))]
-        if at:
-            found = recordscan.duplicate_keys([r.encode() if isinstance(r, str) else bytes(r)
-                                               for r in (records[i] for i in at)])
-            dup_at = {at[j]: key for j, key in found}
+    deep_at: set[int] = set()
+    at = [i for i, r in enumerate(records) if isinstance(r, (bytes, bytearray, memoryview, str))]
+    if at:
+        texts = [r.encode() if isinstance(r, str) else bytes(r) for r in (records[i] for i in at)]
+        deep_at = {at[j] for j in recordscan.too_deep(texts)}
+        if not _dups_checked:
+            dup_at = {at[j]: key for j, key in recordscan.duplicate_keys(texts)}
     for i, rec in enumerate(records):
         text = None
+        if i in deep_at:
+            rejects.append(_deep_reject(i, location))
+            continue
         if i in dup_at:
             rejects.append(_duplicate_reject(i, dup_at[i], location))
             continue
@@ -326,6 +330,8 @@ def compact_json(raw: bytes) -> bytes:
     `{"a": 1, "b": 2}`-style lines) is returned as is: spaces inside it may belong to strings, and finding out
     costs a full parse for nothing, since both paths keep such text unchanged."""
     if b"\n" in raw or b"\r" in raw or raw[:1].isspace() or raw[-1:].isspace():
+        if recordscan.too_deep([raw]):
+            return raw  # msgspec would recurse as deep as Python's limit allows: left for the caller to reject
         try:
             return msgspec.json.format(raw, indent=-1)
         except (msgspec.DecodeError, RecursionError):
@@ -429,16 +435,22 @@ def convert_raw(raws: list, *, size_mode: str = limits.STANDARD, location: str =
         scanned = _convert_scanned(raws, location, limits.MAX_EVENT_BYTES[size_mode])
         if scanned is not None:  # it found the records with duplicate keys during its own pass
             return scanned
+    deep = recordscan.too_deep(raws) if raws else []
     dups = recordscan.duplicate_keys(raws) if raws else []
-    if not dups:
+    if not dups and not deep:
         return _convert_raw(raws, size_mode, location)
-    bad = dict(dups)
+    bad = {**dict(dups), **dict.fromkeys(deep, "")}
     keep = [i for i in range(len(raws)) if i not in bad]
     conv = _convert_raw([raws[i] for i in keep], size_mode, location)
     rejects = [Reject(keep[r.index], r.code, r.message, r.location) for r in conv.rejects]
-    rejects += [_duplicate_reject(i, key, location) for i, key in dups]
+    rejects += [_deep_reject(i, location) for i in deep]
+    rejects += [_duplicate_reject(i, key, location) for i, key in dups if i not in set(deep)]
     rejects.sort(key=lambda r: r.index)
     return Converted(conv.table, rejects, [keep[i] for i in conv.indexes], conv.truncated)
+
+
+def _deep_reject(index: int, location: str) -> Reject:
+    return Reject(index, "InvalidJson", f"record is nested more than {recordscan.MAX_DEPTH} levels deep", location)
 
 
 def _duplicate_reject(index: int, key: str, location: str) -> Reject:

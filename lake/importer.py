@@ -179,6 +179,8 @@ def _split_python(data: bytes, name: str) -> list[bytes]:
     from .trailfiles import decode
 
     head = data.lstrip()[:1]
+    if recordscan.too_deep([data], recordscan.MAX_DEPTH + 2):
+        return [r if isinstance(r, (bytes, bytearray)) else orjson.dumps(r) for r in decode(data, name)]
     try:
         if head == b"{":
             try:

@@ -118,6 +118,33 @@ def split(data: bytes) -> list[bytes] | None:
     return None if _recordscan is None else _recordscan.split(data)
 
 
+MAX_DEPTH = 512  # records nested deeper are refused before any recursive JSON reader sees them
+
+
+def too_deep(raws: list[bytes], limit: int = MAX_DEPTH) -> list[int]:
+    """Indexes of the texts nested more than `limit` levels deep, found without recursion. msgspec and the
+    json module recurse once per level, bounded only by Python's recursion limit, which the process may have
+    raised (Lake's SQL parser does, for deep queries): a record nested 100,000 deep then overflowed the C
+    stack of an import thread (a segfault). Callers refuse such records first."""
+    if _recordscan is not None:
+        return _recordscan.depth_over(raws, limit)
+    import re
+
+    strings = re.compile(rb'"(?:[^"\\]|\\.)*"')
+    out = []
+    for i, raw in enumerate(raws):
+        depth = 0
+        for c in strings.sub(b"", raw):
+            if c in (0x7B, 0x5B):
+                depth += 1
+                if depth > limit:
+                    out.append(i)
+                    break
+            elif c in (0x7D, 0x5D):
+                depth -= 1
+    return out
+
+
 def duplicate_keys(raws: list[bytes]) -> list[tuple[int, str]]:
     """(index, key) of each record that names a key twice in one of its objects, at any depth (keys compared
     after unescaping). Such records are refused: the columns (orjson, msgspec, this scanner) take the last
@@ -140,7 +167,10 @@ def duplicate_keys(raws: list[bytes]) -> list[tuple[int, str]]:
         return dict(items)
 
     out = []
+    deep = set(too_deep(raws))  # json.loads recurses: never on those
     for i, raw in enumerate(raws):
+        if i in deep:
+            continue
         try:
             json.loads(raw, object_pairs_hook=pairs)
         except _Dup as e:
@@ -195,4 +225,5 @@ def _times(text: pa.Array, parsed: pa.Array) -> pa.Array:
     return pc.coalesce(parsed, rest.cast(schema.TIMESTAMP))
 
 
-__all__ = ["scan", "split", "available", "canonical_text", "duplicate_keys", "SPEC", "KEY_SPEC", "TIME_SPEC"]
+__all__ = ["scan", "split", "available", "canonical_text", "duplicate_keys", "too_deep", "SPEC", "KEY_SPEC",
+           "TIME_SPEC"]

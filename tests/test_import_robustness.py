@@ -188,10 +188,11 @@ def test_isolated_import_never_decodes_in_the_calling_process(tmp_path, monkeypa
 
 def _make_bad(src: Path, kind: str, outside: Path) -> str:
     """Create one bad entry of `kind` in `src`; return its location as failure entries name it."""
-    if kind == "deep":
-        (src / "b_deep.json").write_text('{"Records":[{"eventTime":"2024-01-01T00:00:00Z","requestParameters":'
-                                         + "[" * 100_000 + "]" * 100_000 + "}]}")
-        return "b_deep.json"
+    if kind == "deep":  # the record fails alone: its neighbours in the same file are imported
+        (src / "b_deep.json").write_text('{"Records":[' + json.dumps(rec(60)) + ',{"eventTime":"2024-01-01T00:00:00Z",'
+                                         '"requestParameters":' + "[" * 100_000 + "]" * 100_000 + "}," +
+                                         json.dumps(rec(61)) + "]}")
+        return "b_deep.json#1"
     if kind == "year10000":
         write_log(src / "b_year.json", [rec(50), rec(51, eventTime="+10000-01-01T00:00:00Z"), rec(52)])
         return "b_year.json#1"
@@ -240,7 +241,7 @@ def test_one_bad_object_is_a_failure_entry_and_the_rest_imports(tmp_path, kind):
         pytest.fail("the import hung on a FIFO")
     assert "error" not in out, f"the import stopped: {out.get('error')!r}"
     rep = out["rep"]
-    good = 12 if kind == "year10000" else 10
+    good = 12 if kind in ("year10000", "deep") else 10
     assert rep.ImportStatistics.EventsCompleted == good
     assert rep.ImportStatus in ("COMPLETED", "FAILED") and rep.ImportStatistics.FailedEntries == 1
     assert where in failures(lk, rep), failures(lk, rep)
@@ -553,3 +554,36 @@ def test_streamed_split_gives_the_records_of_the_usual_split(tmp_path, monkeypat
     for piece in (1, 5, 4096):
         monkeypatch.setattr(importer, "STREAM_PIECE", piece)
         assert split_all() == usual, piece
+
+
+def test_deep_records_are_refused_even_with_a_raised_recursion_limit(tmp_path):
+    """Lake's SQL parser raises Python's recursion limit (deep queries); msgspec and the json module then
+    recursed as deep as a hostile record went and overflowed an import thread's C stack (a segfault). Every
+    path refuses such a record by its depth first. Run in a child process: the old code crashes it."""
+    script = r'''
+import gzip, json, sys, threading
+sys.setrecursionlimit(60_000)
+from lake.events import convert, convert_raw
+from lake.importer import split_raw
+deep = b'{"eventTime":"2024-01-01T00:00:00Z","eventID":"d","requestParameters":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+good = b'{"eventTime":"2024-01-01T00:00:00Z","eventID":"g","eventName":"A"}'
+pretty = b'{"eventTime":"2024-01-01T00:00:00Z",\n"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+out = {}
+def run():
+    out["scanner"] = [r.code for r in convert_raw([good, deep, pretty]).rejects]
+    out["arrow"] = [r.code for r in convert_raw([good, deep, pretty], scanner=False).rejects]
+    out["python"] = [r.code for r in convert([good, deep, pretty]).rejects]
+    out["ndjson"] = len(split_raw(good + b"\n" + deep + b"\n" + good, "f.jsonl"))
+    out["array"] = len(split_raw(b"[" + good + b",\n" + good + b"]", "f.json"))
+    out["deep-array"] = [r.code for r in convert_raw(split_raw(b"[" + good + b",\n" + deep + b"]", "g.json")).rejects]
+t = threading.Thread(target=run)
+t.start()
+t.join()
+print(json.dumps(out))
+'''
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300, check=False)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr.decode()[-500:])
+    out = json.loads(proc.stdout)
+    for path in ("scanner", "arrow", "python"):
+        assert out.get(path) == ["InvalidJson", "InvalidJson"], (out, proc.stderr.decode()[-500:])
+    assert out["ndjson"] == 3 and out["array"] == 2 and set(out["deep-array"]) == {"InvalidJson"}, out
