@@ -673,6 +673,14 @@ def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, r
                        ("LAKE_QUERY_MAX_ROWS", query_max_rows)):
         if value is not None:
             os.environ[var] = str(value)
+    from .querylimits import QueryLimits
+
+    try:
+        QueryLimits.from_env(10)
+    except ValueError:
+        raise click.BadParameter("give a size such as 512M or 2G, seconds and a row count (check the "
+                                 "LAKE_QUERY_MEMORY / LAKE_QUERY_TIMEOUT / LAKE_QUERY_MAX_ROWS variables too)",
+                                 param_hint="--query-memory/--query-timeout/--query-max-rows") from None
     lk = obj.lake
 
     def ready(url: str) -> None:

@@ -72,8 +72,10 @@ def default_memory_budget(concurrent: int) -> int:
 
 
 def _size(text: str) -> int:
-    """`512M`, `2G`, `1048576`: bytes."""
+    """`512M`, `2G`, `1048576`: bytes (ValueError otherwise)."""
     t = text.strip().upper().removesuffix("B")
+    if not t:
+        raise ValueError(text)
     mult = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(t[-1:], 1)
     return int(float(t[:-1] if mult > 1 else t) * mult)
 
