@@ -38,6 +38,9 @@ from .errors import InvalidParameter, NotFound, QueryCancelled, SqlError
 PAGE = os.sysconf("SC_PAGE_SIZE")
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_MAX_ROWS = 1_000_000
+# The result travels to the caller's process (the server) and is kept there: capped so that ten concurrent
+# queries cannot push their results' memory into the server even within their own budgets.
+DEFAULT_MAX_RESULT_BYTES = 256 * 2**20
 DEFAULT_MEMORY_FRACTION = 0.5
 SAMPLE_S = 0.005
 KEEP_WORKER_GROWTH = 256 * 2**20  # a worker that stays within this of its idle size serves the next query
@@ -87,19 +90,24 @@ class QueryLimits:
     memory_bytes: int | None = None
     timeout_s: float | None = DEFAULT_TIMEOUT_S
     max_rows: int | None = DEFAULT_MAX_ROWS
+    max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES
 
     @classmethod
     def from_env(cls, concurrent: int, *, memory: str | int | None = None, timeout: float | None = None,
                  max_rows: int | None = None) -> QueryLimits:
         """Explicit values, else `LAKE_QUERY_MEMORY` (bytes or 512M/2G), `LAKE_QUERY_TIMEOUT` (seconds),
-        `LAKE_QUERY_MAX_ROWS`, else the defaults; 0 turns a limit off."""
+        `LAKE_QUERY_MAX_ROWS`, `LAKE_QUERY_MAX_RESULT` (bytes or 256M), else the defaults; 0 turns a limit
+        off."""
         mem = memory if memory is not None else os.environ.get("LAKE_QUERY_MEMORY")
         mem_b = _size(mem) if isinstance(mem, str) else mem
         if mem_b is None:
             mem_b = default_memory_budget(concurrent)
         t = timeout if timeout is not None else float(os.environ.get("LAKE_QUERY_TIMEOUT") or DEFAULT_TIMEOUT_S)
         rows = max_rows if max_rows is not None else int(os.environ.get("LAKE_QUERY_MAX_ROWS") or DEFAULT_MAX_ROWS)
-        return cls(memory_bytes=mem_b or None, timeout_s=t or None, max_rows=rows or None)
+        result = os.environ.get("LAKE_QUERY_MAX_RESULT")
+        result_b = _size(result) if result else DEFAULT_MAX_RESULT_BYTES
+        return cls(memory_bytes=mem_b or None, timeout_s=t or None, max_rows=rows or None,
+                   max_result_bytes=result_b or None)
 
 
 class ScopedLake:
@@ -356,7 +364,7 @@ def run_isolated(lake: Any, sql: str, *, limits: QueryLimits, cancel: threading.
     request = {"uri": lake.uri, "storage_options": getattr(lake, "storage_options", None),
                "region": getattr(lake, "region", None), "account_id": getattr(lake, "account_id", None),
                "sql": sql, "now": now, "allowed": sorted(allowed) if allowed is not None else None,
-               "max_rows": limits.max_rows}
+               "max_rows": limits.max_rows, "max_result_bytes": limits.max_result_bytes}
     w = _take()
     try:
         reply = w.run(request, limits, cancel)
@@ -413,6 +421,10 @@ def _serve() -> None:
             if req["allowed"] is not None:
                 lk = ScopedLake(lk, set(req["allowed"]))
             res = lake_query.run(lk, req["sql"], now=req["now"], max_rows=req["max_rows"])
+            cap = req.get("max_result_bytes")
+            if cap and res.df.estimated_size() > cap:
+                raise QueryLimitExceeded(f"the result is larger than {_mb(cap)}, Lake's limit per query: select "
+                                         "fewer or shorter columns, or fewer rows (LAKE_QUERY_MAX_RESULT)")
             buf = io.BytesIO()
             res.df.write_ipc(buf)
             send({"ok": True, "ipc": buf.getvalue(), "stats": res.stats.as_dict(), "scans": res.scans})

@@ -318,3 +318,7 @@ def test_memory_budget_in_process_api(tmp_path):
     assert e.value.peak_rss - e.value.idle_rss < BUDGET + MARGIN
     assert rss() < before + 50 * MB
     assert run(lk, f"SELECT count(*) FROM {sid}", limits=limits).df.row(0) == (20_000,)
+    # the result that travels back to the caller is capped too
+    small = QueryLimits(memory_bytes=BUDGET, timeout_s=60, max_rows=None, max_result_bytes=MB)
+    with pytest.raises(QueryLimitExceeded, match="result is larger than 1 MB"):
+        run(lk, f"SELECT lpad(eventid, 1000) FROM {sid}", limits=small)
