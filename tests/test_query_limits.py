@@ -322,3 +322,61 @@ def test_memory_budget_in_process_api(tmp_path):
     small = QueryLimits(memory_bytes=BUDGET, timeout_s=60, max_rows=None, max_result_bytes=MB)
     with pytest.raises(QueryLimitExceeded, match="result is larger than 1 MB"):
         run(lk, f"SELECT lpad(eventid, 1000) FROM {sid}", limits=small)
+
+
+def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    """Terminal output from the pty master until `needle` appears (or the timeout; returns what came)."""
+    import select as _select
+
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while needle not in buf and time.monotonic() < deadline:
+        ready, _, _ = _select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                buf += os.read(fd, 65536)
+            except OSError:
+                break
+    return buf
+
+
+def test_ctrl_c_in_the_interactive_shell_stops_the_query(tmp_path):
+    """The issue's case: `lake sql` on a terminal, a long query, Ctrl-C typed on the terminal. The prompt comes
+    back at once and nothing keeps computing (the old shell came back after 5 s saying the query "stops in the
+    background", and it went on using a core, and memory, in the same process)."""
+    import pty
+
+    _lake(tmp_path / "lake", 3000)
+    slow = ("SELECT count(*) FROM limits a JOIN limits b ON a.eventname = b.eventname "
+            "WHERE levenshtein(a.eventid || 'x', b.eventid) < 0;")
+    env = {**os.environ, "LAKE_ACCOUNT_ID": ACCOUNT_A, "LAKE_QUERY_MEMORY": str(BUDGET), "TERM": "xterm",
+           "HOME": str(tmp_path), "COLUMNS": "120", "LINES": "40"}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: `lake sql` with the pty as its controlling terminal
+        os.execve(sys.executable, [sys.executable, "-m", "lake.cli", "--lake", str(tmp_path / "lake"), "sql"], env)
+    try:
+        assert b"Ctrl-D leaves" in _read_until(fd, b"Ctrl-D leaves", 60)
+        time.sleep(0.5)
+        os.write(fd, slow.encode() + b"\r")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(_cpu(p, 0.3) for p in _tree(pid)) < 0.5:
+            pass  # until the query computes
+        time.sleep(0.5)
+        os.write(fd, b"\x03")  # Ctrl-C on the terminal: SIGINT to the foreground process group
+        t0 = time.monotonic()
+        out = _read_until(fd, b"cancelled", 10)
+        took = time.monotonic() - t0
+        assert b"cancelled" in out and b"background" not in out, out[-300:]
+        assert took < 3, took
+        time.sleep(0.5)
+        busy = sum(_cpu(p, 0.5) for p in _tree(pid))
+        assert busy < 0.3, f"{busy:.2f} cores still busy after Ctrl-C: the query kept running"
+        os.write(fd, b".quit\r")
+        _read_until(fd, b"\x00", 2)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        os.waitpid(pid, 0)
+        os.close(fd)
