@@ -50,6 +50,23 @@ def handle_errors(fn):
     return wrapper
 
 
+def query_limit_options(memory_default: str):
+    """The per-query limits `lake sql` and `lake serve` share (lake.querylimits); only the memory default
+    differs (the server divides it among its concurrent queries)."""
+    def decorate(fn):
+        for opt in reversed((
+            click.option("--query-memory", metavar="SIZE", help="Memory each query may use, e.g. 1G (default "
+                         f"$LAKE_QUERY_MEMORY, else {memory_default}); 0: no limit."),
+            click.option("--query-timeout", type=float, metavar="SECONDS",
+                         help="Stop a query after this long (default $LAKE_QUERY_TIMEOUT, else 3600); 0: no limit."),
+            click.option("--query-max-rows", type=int, metavar="N",
+                         help="Most rows a result may have (default $LAKE_QUERY_MAX_ROWS, else 1000000); 0: no limit."),
+        )):
+            fn = opt(fn)
+        return fn
+    return decorate
+
+
 def _selectors_arg(value: str | None):
     if value is None:
         return None
@@ -503,12 +520,7 @@ def datasets_generate(obj: Ctx, events, days, accounts, regions, seed, anomalies
               help="Write the result to FILE instead of stdout (one statement; required for parquet).")
 @click.option("--stats", is_flag=True, help="Print each query's QueryStatistics as one JSON line on stderr.")
 @click.option("--lake", "--uri", "uri", metavar="URI", help="Lake location (overrides the global --lake).")
-@click.option("--query-memory", metavar="SIZE", help="Memory one query may use, e.g. 2G (default "
-              "$LAKE_QUERY_MEMORY, else half the machine's memory); 0: no limit.")
-@click.option("--query-timeout", type=float, metavar="SECONDS",
-              help="Stop a query after this long (default $LAKE_QUERY_TIMEOUT, else 3600); 0: no limit.")
-@click.option("--query-max-rows", type=int, metavar="N",
-              help="Most rows a result may have (default $LAKE_QUERY_MAX_ROWS, else 1000000); 0: no limit.")
+@query_limit_options("half the machine's memory")
 @click.pass_obj
 @handle_errors
 def sql_cmd(obj: Ctx, command, file, result_fmt, output, stats, uri, query_memory, query_timeout,
@@ -639,12 +651,7 @@ def demo_cmd(obj: Ctx, events: int, days: int, seed: int) -> None:
               help="Change a request limit (repeatable): max_body_bytes, max_connections, header_timeout, "
                    "read_timeout, body_timeout (seconds), unverified_body_bytes, replay_cache_size. "
                    "Defaults in docs/server.md.")
-@click.option("--query-memory", metavar="SIZE", help="Memory each query may use, e.g. 1G (default "
-              "$LAKE_QUERY_MEMORY, else half the machine's memory / 10 queries); 0: no limit.")
-@click.option("--query-timeout", type=float, metavar="SECONDS",
-              help="Queries running longer end TIMED_OUT (default $LAKE_QUERY_TIMEOUT, else 3600).")
-@click.option("--query-max-rows", type=int, metavar="N",
-              help="Most rows a query result may have (default $LAKE_QUERY_MAX_ROWS, else 1000000); 0: no limit.")
+@query_limit_options("half the machine's memory / 10 queries")
 @click.pass_obj
 @handle_errors
 def serve_cmd(obj: Ctx, host, port, credentials, allow_anonymous, audit_store, region, log_level, delivery,
