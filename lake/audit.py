@@ -196,6 +196,7 @@ class AuditWriter:
         self._queue: list[dict] = []
         self._retry: list[dict] = []
         self._retry_files: list[str] = []
+        self._parked_files: list[str] = []  # journals of batches too big to retry: stored before unlinked
         self._first_at: float | None = None
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()
@@ -407,13 +408,28 @@ class AuditWriter:
             except Exception as e:  # noqa: BLE001 - auditing must never take the server down
                 if len(batch) <= 10 * self.batch_size:
                     self._retry, self._retry_files = batch, files  # with the next batch
-                else:
-                    self._retry_files = files  # still journaled: the next server start replays them
-                    self._drop(len(batch), f"the audit store kept failing: {e}")
+                else:  # too big to keep in memory: its journals stay until a later append stores them
+                    self._parked_files += files
                 log.error("audit: could not append %d events to %s: %s", len(batch), self.store.name, e)
                 return
             for f in files:  # committed: the journal has done its work
                 _unlink(f)
+            self._store_parked()
+
+    def _store_parked(self) -> None:
+        """Append the journals parked by earlier failures, one file at a time, now that the store takes
+        appends again (the store's dedupe makes a repeat harmless); a file is unlinked only once stored."""
+        while self._parked_files:
+            path = self._parked_files[0]
+            events, _ = _read_journal(path)
+            try:
+                if events:
+                    self.written += self._append(events)
+            except Exception as e:  # noqa: BLE001 - auditing must never take the server down
+                log.error("audit: parked journal %s not stored yet: %s", path, e)
+                return
+            _unlink(path)
+            self._parked_files.pop(0)
 
     def stats(self) -> dict:
         """Counters for operators (`/health`): events journaled, stored, replayed, dropped, journal errors."""
@@ -438,10 +454,10 @@ class AuditWriter:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
-                if not self._retry_files:  # else the next start replays them
+                if not (self._retry_files or self._parked_files):  # else the next start replays them
                     _unlink(self._path)
             if self._lock_fd is not None:
-                if not self._retry_files:
+                if not (self._retry_files or self._parked_files):
                     _unlink(os.path.join(self._journal_dir, f"{self._id}.lock"))
                 os.close(self._lock_fd)
                 self._lock_fd = None

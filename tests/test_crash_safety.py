@@ -390,3 +390,31 @@ def test_journal_of_a_dead_server_is_replayed_once_and_a_torn_tail_skipped(tmp_p
     assert sorted(ids) == ["r0", "r1", "r2"]
     assert w.stats()["replayed"] == 2
     assert sorted(os.listdir(jdir)) == [f"{live}-00000001.jsonl", f"{live}.lock"]
+
+
+def test_a_batch_too_big_to_retry_is_stored_once_the_store_recovers(tmp_path, monkeypatch):
+    """A batch of more than 10 x batch_size events that the audit store refused stays journaled (parked) and
+    is stored by the next successful append, never unlinked unstored (review finding: it was deleted)."""
+    from lake.audit import AuditWriter
+
+    lk = lake.connect(str(tmp_path / "lake"))
+    writer = AuditWriter(lk, "lake-audit", flush_interval=3600, batch_size=2,
+                         journal=str(tmp_path / "journal"))
+    try:
+        real_append = type(writer.store).append
+        monkeypatch.setattr(type(writer.store), "append",
+                            lambda self, *a, **k: (_ for _ in ()).throw(OSError("disk unavailable")))
+        evs = records(30)
+        for ev in evs:
+            writer.record(ev)
+        writer.flush()  # 30 > 10 x 2: too big to keep for a retry
+        assert writer.written == 0
+        monkeypatch.setattr(type(writer.store), "append", real_append)
+        extra = records(1)[0]
+        extra["eventID"] = str(uuid.uuid4())
+        writer.record(extra)
+        writer.flush()
+    finally:
+        writer.close()
+    stored = set(lake.connect(str(tmp_path / "lake")).store("lake-audit").to_arrow().column("eventid").to_pylist())
+    assert {ev["eventID"] for ev in evs} | {extra["eventID"]} <= stored
