@@ -40,10 +40,9 @@ import orjson
 import polars as pl
 
 from . import query as lake_query
-from . import resultformat
+from . import querylimits, resultformat, tenancy
 from .api_lookup import (as_datetime, fingerprint, from_micros, micros, next_token, store_account,
                          token_position)
-from . import tenancy
 from .api_stores import resolve_store
 from .apicore import ApiContext, ApiError, operation
 from .errors import LakeError, NotFound, QueryCancelled, ReadOnlyError, SqlError
@@ -272,6 +271,7 @@ class QueryManager:
             for live in self.live.values():
                 live.cancel.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        querylimits.shutdown()  # idle query workers would otherwise live until this process exits
 
     # -- delivery ---------------------------------------------------------------------------------------
     def _deliver(self, rec: dict, df: pl.DataFrame) -> None:

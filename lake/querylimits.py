@@ -83,6 +83,22 @@ def _size(text: str) -> int:
     return int(float(t[:-1] if mult > 1 else t) * mult)
 
 
+def _setting(var: str, option: str | None, given: Any, parse: Any, default: Any, what: str) -> Any:
+    """One limit: the explicit value (an option), else the environment variable, else the default. An
+    unusable value is one line naming where it came from (a typo must not surface as another option's error
+    or a traceback)."""
+    raw, source = (given, option) if given is not None else (os.environ.get(var) or None, var)
+    if raw is None:
+        return default
+    try:
+        value = parse(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise InvalidParameter(f"{source}={raw!r} is not {what} (0 turns the limit off)")
+    return value
+
+
 @dataclass(frozen=True)
 class QueryLimits:
     """What one query may use. None means unlimited (the in-process Python API's default)."""
@@ -98,14 +114,13 @@ class QueryLimits:
         """Explicit values, else `LAKE_QUERY_MEMORY` (bytes or 512M/2G), `LAKE_QUERY_TIMEOUT` (seconds),
         `LAKE_QUERY_MAX_ROWS`, `LAKE_QUERY_MAX_RESULT` (bytes or 256M), else the defaults; 0 turns a limit
         off."""
-        mem = memory if memory is not None else os.environ.get("LAKE_QUERY_MEMORY")
-        mem_b = _size(mem) if isinstance(mem, str) else mem
+        mem_b = _setting("LAKE_QUERY_MEMORY", "--query-memory", memory, _size, None, "a size such as 512M or 2G")
         if mem_b is None:
             mem_b = default_memory_budget(concurrent)
-        t = timeout if timeout is not None else float(os.environ.get("LAKE_QUERY_TIMEOUT") or DEFAULT_TIMEOUT_S)
-        rows = max_rows if max_rows is not None else int(os.environ.get("LAKE_QUERY_MAX_ROWS") or DEFAULT_MAX_ROWS)
-        result = os.environ.get("LAKE_QUERY_MAX_RESULT")
-        result_b = _size(result) if result else DEFAULT_MAX_RESULT_BYTES
+        t = _setting("LAKE_QUERY_TIMEOUT", "--query-timeout", timeout, float, DEFAULT_TIMEOUT_S, "seconds")
+        rows = _setting("LAKE_QUERY_MAX_ROWS", "--query-max-rows", max_rows, int, DEFAULT_MAX_ROWS, "a row count")
+        result_b = _setting("LAKE_QUERY_MAX_RESULT", None, None, _size, DEFAULT_MAX_RESULT_BYTES,
+                            "a size such as 256M")
         return cls(memory_bytes=mem_b or None, timeout_s=t or None, max_rows=rows or None,
                    max_result_bytes=result_b or None)
 
@@ -127,7 +142,10 @@ class ScopedLake:
         except (NotFound, InvalidParameter):
             pass
         for sid in sorted(self._allowed):  # names are per account: the checked store of that name
-            st = self._lake.store(sid, **kwargs)
+            try:
+                st = self._lake.store(sid, **kwargs)
+            except NotFound:  # deleted since StartQuery: it cannot be the one named
+                continue
             if st.name == ref:
                 return st
         raise NotFound(f"no event data store {ref!r}")
@@ -343,6 +361,12 @@ def prewarm() -> None:
     with _IDLE_LOCK:
         if not _IDLE and not _STARTING:
             _prewarm_locked()
+
+
+def idle_pids() -> list[int]:
+    """Process ids of the idle workers (operators' tools and tests)."""
+    with _IDLE_LOCK:
+        return [w.proc.pid for w in _IDLE]
 
 
 def shutdown() -> None:

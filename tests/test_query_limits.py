@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -380,3 +381,59 @@ def test_ctrl_c_in_the_interactive_shell_stops_the_query(tmp_path):
             pass
         os.waitpid(pid, 0)
         os.close(fd)
+
+
+def test_an_unusable_limit_names_its_option_or_variable(tmp_path):
+    """A typo in LAKE_QUERY_* or a --query-* option is one line naming that setting (it was reported as a
+    bad --query-memory, or raised ValueError where no CLI check ran)."""
+    from lake.errors import InvalidParameter
+    from lake.querylimits import QueryLimits
+
+    env = dict(os.environ, LAKE_QUERY_TIMEOUT="abc")
+    out = subprocess.run([sys.executable, "-m", "lake.cli", "--lake", str(tmp_path / "lk"), "sql", "-c", "SELECT 1"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        "error: LAKE_QUERY_TIMEOUT='abc' is not seconds (0 turns the limit off)"]
+    with pytest.raises(InvalidParameter, match=r"--query-max-rows=-1 is not a row count"):
+        QueryLimits.from_env(1, max_rows=-1)
+    with pytest.raises(InvalidParameter, match=r"--query-memory='12X' is not a size"):
+        QueryLimits.from_env(1, memory="12X")
+
+
+def test_scoped_lake_skips_an_allowed_store_deleted_since_the_check(tmp_path):
+    """A store checked at StartQuery and purged before the query resolves its tables must not make a query
+    that names another checked store fail (the name search over the checked stores stopped at NotFound)."""
+    from lake.querylimits import ScopedLake
+
+    lk = lake.connect(str(tmp_path / "lk"))
+    lk.create_store("dup", termination_protection=False)  # the default account's: not in the query's scope
+    kept = lk.create_store("dup", termination_protection=False, account_id="222222222222")
+    while True:  # a checked store searched before `kept` (ids are searched in sorted order)
+        gone = lk.create_store(f"gone-{uuid.uuid4().hex[:8]}", termination_protection=False)
+        if gone.id < kept.id:
+            break
+    gone_id = gone.id
+    gone.delete()
+    lk.storage.delete_tree(f"stores/{gone_id}")  # purged: opening it by id is NotFound
+    fresh = lake.connect(str(tmp_path / "lk"))  # a new process's view: nothing cached
+    assert ScopedLake(fresh, {gone_id, kept.id}).store("dup").id == kept.id
+
+
+def test_idle_query_workers_stop_with_the_query_manager(tmp_path):
+    """The server's QueryManager.close stops the idle query workers (they lived until the process exited)."""
+    from lake import querylimits
+    from lake.api_queries import QueryManager
+
+    lk = lake.connect(str(tmp_path / "lk"))
+    qm = QueryManager(lk)
+    querylimits.prewarm()
+    deadline = time.monotonic() + 30
+    while not querylimits.idle_pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = querylimits.idle_pids()
+    assert pids
+    qm.close()
+    assert querylimits.idle_pids() == []
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):  # killed and reaped
+            os.kill(pid, 0)
