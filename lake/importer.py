@@ -23,6 +23,7 @@ import re
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from multiprocessing import get_context
@@ -526,44 +527,82 @@ class Importer:
         t0 = time.monotonic()
         chunks = self._plan()
         self._save("IN_PROGRESS")
-        pool = None
+        make_pool = None
         # One chunk is faster inline than spawning workers, unless this process must not decode (a server).
         if chunks and (self.isolate or (self.workers > 1 and len(chunks) > 1)):
             # Worker processes use one core each: OpenBLAS's idle threads (numpy loads it) only spin.
             os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-            pool = ProcessPoolExecutor(max_workers=max(1, min(self.workers, len(chunks))),
-                                       mp_context=get_context("spawn"), initializer=_worker_init,
-                                       initargs=(os.getpid(),))
-        try:
-            self._run(t0, pool, md, chunks)
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+
+            def make_pool() -> ProcessPoolExecutor:
+                return ProcessPoolExecutor(max_workers=max(1, min(self.workers, len(chunks))),
+                                           mp_context=get_context("spawn"), initializer=_worker_init,
+                                           initargs=(os.getpid(),))
+        self._run(t0, make_pool, md, chunks)  # returns once its worker pool (if any) is shut down
         # The final status only once the workers are gone: a caller that sees it may start the next import
         # (the server allows one per account) and must not find this one still running.
         elapsed = time.monotonic() - t0
         return self._save("FAILED" if self.stats.FailedEntries else "COMPLETED", elapsed)
 
-    def _run(self, t0: float, pool, md: dict, chunks: list) -> None:
+    def _run(self, t0: float, make_pool: Callable[[], ProcessPoolExecutor] | None, md: dict,
+             chunks: list) -> None:
         now = self.now or datetime.now(timezone.utc)
         cutoff = now - timedelta(days=md["RetentionPeriod"])
         base = {"lake_uri": self.lake.uri, "storage_options": self.lake.storage_options,
                 "store_prefix": self.store.prefix, "start": self.start, "end": self.end, "cutoff": cutoff,
                 "size_mode": md.get("MaxEventSize", "Standard"), "max_object_bytes": self.max_object_bytes}
         tasks = ({**base, "chunk": n, "objects": [_obj_dict(o) for o in chunk]} for n, chunk in enumerate(chunks))
-        if pool is None:
+        if make_pool is None:
             for task in tasks:
                 self._absorb(_process_chunk(task), t0)
-        else:
-            pending: dict = {}
+            return
+        pool = make_pool()
+        pending: dict = {}
+        try:
             for task in tasks:
-                pending[pool.submit(_process_chunk, task)] = task
                 if len(pending) >= self.workers * 2:
                     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in finished:
-                        self._absorb(self._result(f, pending.pop(f)), t0)
-            for f in list(pending):
-                self._absorb(self._result(f, pending.pop(f)), t0)
+                    pool = self._collect(finished, pending, pool, make_pool, t0)
+                try:
+                    pending[pool.submit(_process_chunk, task)] = task
+                except BrokenProcessPool:
+                    pool = self._recover(pending, pool, make_pool, t0, also=[task])
+            pool = self._collect(list(pending), pending, pool, make_pool, t0)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _collect(self, finished: Any, pending: dict, pool: ProcessPoolExecutor,
+                 make_pool: Callable[[], ProcessPoolExecutor], t0: float) -> ProcessPoolExecutor:
+        """Absorb the finished chunks; if the pool broke, recover (and return the pool to go on with)."""
+        broken = False
+        for f in finished:
+            if isinstance(f.exception(), BrokenProcessPool):
+                broken = True  # stays pending: _recover runs it again
+                continue
+            self._absorb(self._result(f, pending.pop(f)), t0)
+        return self._recover(pending, pool, make_pool, t0) if broken else pool
+
+    def _recover(self, pending: dict, pool: ProcessPoolExecutor, make_pool: Callable[[], ProcessPoolExecutor],
+                 t0: float, also: list | None = None) -> ProcessPoolExecutor:
+        """A worker died (killed for memory, a crash in a library): the standard library then fails every
+        chunk in flight and every later submit with BrokenProcessPool. Chunks that finished are absorbed; the
+        others run again one at a time in a fresh pool, so only a chunk that kills its worker on its own
+        fails (its objects become failure entries), and the import goes on."""
+        retry = list(also or [])
+        for f, task in list(pending.items()):
+            if f.done() and not f.cancelled() and f.exception() is None:
+                self._absorb(f.result(), t0)
+            else:
+                retry.append(task)
+        pending.clear()
+        pool.shutdown(wait=True, cancel_futures=True)
+        pool = make_pool()
+        for task in sorted(retry, key=lambda t: t["chunk"]):
+            f = pool.submit(_process_chunk, task)
+            self._absorb(self._result(f, task), t0)
+            if isinstance(f.exception(), BrokenProcessPool):
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = make_pool()
+        return pool
 
     @staticmethod
     def _result(future, task: dict) -> dict:

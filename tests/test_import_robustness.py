@@ -587,3 +587,32 @@ print(json.dumps(out))
     for path in ("scanner", "arrow", "python"):
         assert out.get(path) == ["InvalidJson", "InvalidJson"], (out, proc.stderr.decode()[-500:])
     assert out["ndjson"] == 3 and out["array"] == 2 and set(out["deep-array"]) == {"InvalidJson"}, out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_killed_mid_import_fails_nothing_else(tmp_path):
+    """A worker that dies (here SIGKILLed, as the OOM killer would) breaks the whole process pool: every
+    chunk in flight failed with BrokenProcessPool and the next submit ended the import with a traceback.
+    The chunks in flight now run again in a fresh pool: every event is imported, nothing fails."""
+    src = tmp_path / "src"
+    for n in range(24):
+        write_log(src / f"f{n:03d}.json", [rec(n * 1000 + i, requestParameters={"pad": "x" * 400})
+                                           for i in range(1000)])
+    st = new_store(Lake(str(tmp_path / "lake")), "killed-worker")
+    killed: list[int] = []
+
+    def kill_one_worker(stats, total) -> None:
+        if killed:
+            return
+        for c in _children(os.getpid()):
+            cmd = Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")
+            if "spawn_main" in cmd and "resource_tracker" not in cmd:
+                os.kill(c, signal.SIGKILL)
+                killed.append(c)
+                return
+
+    rep = Importer(st, [str(src)], workers=2, chunk_bytes=256 << 10, progress=kill_one_worker).run()
+    assert killed, "no worker was running after the first chunk"
+    assert rep.ImportStatus == "COMPLETED", failures(st.lake, rep)
+    assert rep.ImportStatistics.FailedEntries == 0
+    assert st.to_arrow().num_rows == 24_000
