@@ -290,12 +290,13 @@ def import_cmd(obj: Ctx, sources, ref, start, end, resume_id, workers, no_progre
 
     progress, update = _import_progress(not no_progress)
     if resume_id:
-        imp = resume(obj.lake, resume_id, workers=workers, progress=update)
+        # the operator's own import: symbolic links are followed wherever they point (the API confines them)
+        imp = resume(obj.lake, resume_id, workers=workers, progress=update, confine_links=False)
     else:
         if not sources or not ref:
             raise click.UsageError("give SOURCES and --store (or --resume ID)")
         imp = Importer(obj.lake.store(ref), list(sources), start=_when(start), end=_when(end), workers=workers,
-                       progress=update)
+                       progress=update, confine_links=False)
     if progress:
         with progress:
             report = imp.run()

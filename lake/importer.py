@@ -417,11 +417,13 @@ class Importer:
                  end: datetime | None = None, import_id: str | None = None, workers: int | None = None,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, storage_options: dict | None = None,
                  progress: Callable[[ImportStatistics, int], None] | None = None, now: datetime | None = None,
-                 max_object_bytes: int | None = None, isolate: bool = False):
+                 max_object_bytes: int | None = None, isolate: bool = False, confine_links: bool = True):
         """`max_object_bytes`: decompressed bytes one object may have (`limits.MAX_OBJECT_BYTES`, 256 MiB,
         by default); a bigger one is a failure entry. `isolate`: decode every chunk in a worker process, never
         in this one, even a single small chunk (a server passes it: a hostile object must not spend the
-        server's memory or crash it)."""
+        server's memory or crash it). `confine_links`: a symbolic link to a file outside its source is a
+        failure entry (whoever names the source over the API must not reach files beyond it); `lake import`,
+        run by the operator who can read those files anyway, turns it off."""
         if not sources:
             raise InvalidParameter("give at least one import source (file, directory or s3:// prefix)")
         self.store = store
@@ -438,6 +440,7 @@ class Importer:
         self.now = now
         self.max_object_bytes = limits.MAX_OBJECT_BYTES if max_object_bytes is None else max_object_bytes
         self.isolate = isolate
+        self.confine_links = confine_links
         self.stats = ImportStatistics()
         self.created = now_iso()
         self._failure_n = 0
@@ -476,7 +479,7 @@ class Importer:
         todo: list[LogObject] = []
         prefixes = set()
         for source in self.sources:
-            for obj in list_source(source, self.storage_options):
+            for obj in list_source(source, self.storage_options, confine_links=self.confine_links):
                 self.stats.FilesFound += 1
                 if obj.problem is not None:  # never opened: a FIFO, a device, a bad symbolic link
                     self.stats.FilesFailed += 1

@@ -95,8 +95,10 @@ def _reader_fs(proto: str, storage_options: dict | None):
     return fs
 
 
-def list_source(source: str, storage_options: dict | None = None) -> Iterator[LogObject]:
-    """Every log-looking object under one source, sorted by key (which groups account/region/day)."""
+def list_source(source: str, storage_options: dict | None = None, *,
+                confine_links: bool = True) -> Iterator[LogObject]:
+    """Every log-looking object under one source, sorted by key (which groups account/region/day).
+    `confine_links`: see `_walk_local`."""
     fs, proto = _fs_for(source, storage_options)
     if fs is None:
         root = os.path.abspath(os.path.expanduser(source))
@@ -109,7 +111,7 @@ def list_source(source: str, storage_options: dict | None = None) -> Iterator[Lo
             return
         if not os.path.isdir(root):
             raise FileNotFoundError(f"import source {source!r} does not exist")
-        yield from sorted(_walk_local(root), key=lambda o: o.key)
+        yield from sorted(_walk_local(root, confine_links), key=lambda o: o.key)
         return
     base = source.split("://", 1)[1].rstrip("/")
     if fs.isfile(base):
@@ -126,14 +128,15 @@ def list_source(source: str, storage_options: dict | None = None) -> Iterator[Lo
     yield from sorted(found, key=lambda o: o.key)
 
 
-def _walk_local(root: str) -> list[LogObject]:
+def _walk_local(root: str, confine_links: bool = True) -> list[LogObject]:
     """Log files under a local folder, keyed by their '/'-joined path below it. Like os.walk (symlinked
     folders are not entered), but with scandir entries and string keys: os.walk + relpath spent ~12 us per
     file, a second for a month of trail logs, while the import workers waited.
 
     Only regular files are ever opened: opening a FIFO blocks forever (holding the import slot) and a device
     never ends. A symbolic link to a file is followed only when its target is a regular file inside the
-    source (a link out of it would import files the source's owner did not give); a link that loops, dangles
+    source (a link out of it would import files the source's owner did not give; with `confine_links`
+    off, for the operator's own `lake import`, anywhere); a link that loops, dangles
     or escapes, and any other non-regular log-named entry, is listed with a `problem`, which the import
     records as a failure entry without opening it."""
     found = []
@@ -148,7 +151,7 @@ def _walk_local(root: str) -> list[LogObject]:
                 elif not _is_log_name(e.name):
                     continue
                 elif e.is_symlink():
-                    found.append(_linked(e.path, rel + e.name, real_root))
+                    found.append(_linked(e.path, rel + e.name, real_root if confine_links else None))
                 elif e.is_file(follow_symlinks=False):
                     st = e.stat(follow_symlinks=False)
                     found.append(_obj(e.path, rel + e.name, st.st_size, f"{st.st_size}-{st.st_mtime_ns}"))
@@ -158,13 +161,13 @@ def _walk_local(root: str) -> list[LogObject]:
     return found
 
 
-def _linked(path: str, key: str, real_root: str) -> LogObject:
+def _linked(path: str, key: str, real_root: str | None) -> LogObject:
     """The object behind a symbolic link (read through its resolved path), or the reason it is not read."""
     try:
         target = os.path.realpath(path, strict=True)
     except OSError as e:  # ELOOP for a loop, ENOENT for a dangling link
         return _problem(path, key, "BrokenSymlink", f"symbolic link cannot be followed: {e.strerror}")
-    if os.path.commonpath([real_root, target]) != real_root:
+    if real_root is not None and os.path.commonpath([real_root, target]) != real_root:
         return _problem(path, key, "SymlinkOutsideSource", "symbolic link points outside the import source; "
                                                            "not followed")
     st = os.stat(target)

@@ -616,3 +616,19 @@ def test_a_worker_killed_mid_import_fails_nothing_else(tmp_path):
     assert rep.ImportStatus == "COMPLETED", failures(st.lake, rep)
     assert rep.ImportStatistics.FailedEntries == 0
     assert st.to_arrow().num_rows == 24_000
+
+
+def test_lake_import_of_the_operator_follows_links_out_of_the_source(tmp_path):
+    """Only sources named over the API are confined: `lake import`, run by the operator who can read the
+    linked files anyway, follows a link to a log file kept elsewhere (a folder of links to the real logs
+    imported before the confinement, and must still)."""
+    src, elsewhere = tmp_path / "src", tmp_path / "elsewhere"
+    write_log(src / "a.json", [rec(1)])
+    write_log(elsewhere / "real.json", [rec(2)])
+    os.symlink(elsewhere / "real.json", src / "b_link.json")
+    lake_dir = tmp_path / "lake"
+    new_store(Lake(str(lake_dir)), "linked")
+    out = subprocess.run([sys.executable, "-m", "lake.cli", "--lake", str(lake_dir), "import", str(src),
+                          "--store", "linked", "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert sorted(Lake(str(lake_dir)).store("linked").to_arrow().column("eventid").to_pylist()) == ["id-1", "id-2"]
